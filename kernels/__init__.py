@@ -1,0 +1,1 @@
+"""Device kernels of schurfast (imported as ``schurfast.kernels``)."""

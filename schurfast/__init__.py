@@ -1,0 +1,15 @@
+"""schurfast: which structured changes to a trained recurrent weight matrix keep its behaviour.
+
+Trained one-layer tanh RNNs are put in ordered real Schur form, chosen coupling blocks between
+the leading and complement sectors are removed, and every ablated variant is re-run at once.
+"""
+
+from schurfast._openblas import preload as _preload
+
+_preload()
+
+from schurfast import _core  # noqa: E402
+
+__version__ = _core.__version__
+
+__all__ = ["__version__"]
