@@ -1,0 +1,1046 @@
+"""The ablation protocol end to end: train, decompose, ablate, evaluate, tabulate.
+
+For every model of a configuration the protocol trains (or reuses) a one-layer tanh RNN, puts
+all trained ``W_hh`` of one width in ordered real Schur form in one batched call, builds every
+ablation variant ``W_S = Q (T - Delta_S) Q^T`` (all 8 subsets of {RR, RC, CC} for each
+threshold ``alpha``) plus matched-norm random controls ``W_hh + ||Delta_S||_F G / ||G||_F``
+(``G`` isotropic Gaussian, seeded), and evaluates all variants of a task in large batches on one
+held-out set with ``W_xh``, ``W_hy`` and biases fixed. Per variant it records the metric, FVU,
+
+    Delta = metric(W_S) - metric(W_none),   S = Delta / (||Delta_S||_F / ||T||_F),
+
+where ``W_none`` is the rebuilt intact matrix (no block removed).
+
+Every finished unit (a trained model, the Schur forms of one width, the variants of one width,
+an evaluated batch of variants) is written atomically into ``DIR/units`` under a hash of exactly
+the configuration it depends on, so rerunning the same command redoes nothing and gives the
+same results, and a changed option recomputes only what depends on it.
+
+Limitations: a ``torch.save``d state dict does not record the nonlinearity of the RNN it came
+from, so :func:`ablate_model` trusts that such a file holds a tanh ``nn.RNN``; pass the module
+itself to have it checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+BLOCKS = ("RR", "RC", "CC")
+COPY_CONSTRUCTIONS = ("dense-default", "dense-orthogonal", "dense-normal", "cayley")
+UnitHook = Callable[[str, Path], None]
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Resolved settings of one protocol run; see :data:`PRESETS` for the named ones.
+
+    Models: for the copy task one per construction in ``copy_constructions`` at width
+    ``copy_hidden_size``; for every other task a dense network with init ``init`` at width
+    ``hidden_size``; each for every seed in ``seeds``. Copy controllers train on past
+    ``epochs`` until the held-out replay accuracy reaches ``copy_target`` or ``copy_max_steps``
+    optimizer steps have run.
+    """
+
+    name: str = "custom"
+    tasks: tuple[str, ...] = ("copy", "flipflop", "sine", "integration")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    hidden_size: int = 64
+    init: str = "orthogonal"
+    copy_hidden_size: int = 72
+    copy_constructions: tuple[str, ...] = COPY_CONSTRUCTIONS
+    epochs: int = 30
+    batches_per_epoch: int = 128
+    batch_size: int = 64
+    lr: float = 1e-3
+    copy_target: float | None = 0.99
+    copy_max_steps: int | None = 15360
+    alphas: tuple[float, ...] = (0.85, 0.9, 0.95)
+    controls: int = 16
+    control_seed: int = 0
+    heldout_size: int = 1024
+    task_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "cpu"
+    backend: str = "auto"
+    max_batch_bytes: int = 1 << 30
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PRESETS: dict[str, ProtocolConfig] = {
+    # the settings of DESIGN.md: 3 seeds, 30 epochs of 128 batches of 64
+    "paper": ProtocolConfig(name="paper"),
+    # every task and construction end to end, small enough for a laptop in minutes
+    "quick": ProtocolConfig(
+        name="quick",
+        seeds=(0, 1),
+        epochs=2,
+        batches_per_epoch=32,
+        copy_target=None,
+        copy_max_steps=None,
+        controls=8,
+        heldout_size=256,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One trained network of the protocol: task, construction, width and seed."""
+
+    task: str
+    construction: str
+    init: str | None
+    hidden_size: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return self.construction if self.init is None else f"{self.construction}-{self.init}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}_{self.label}_H{self.hidden_size}_seed{self.seed}"
+
+
+@dataclass
+class ProtocolResult:
+    """What a run leaves behind: the tables it wrote and where."""
+
+    out: Path
+    results: pd.DataFrame
+    models: pd.DataFrame
+    report: Path
+    computed: dict[str, int]
+    reused: dict[str, int]
+
+
+def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> ProtocolConfig:
+    """The configuration of a named preset with some fields replaced, checked.
+
+    Args:
+        preset: ``"quick"``, ``"paper"`` or a :class:`ProtocolConfig`.
+        **overrides: fields of :class:`ProtocolConfig`; ``None`` values are ignored.
+
+    Raises:
+        ValueError: unknown preset, task, construction, field, or a value out of range.
+    """
+    from schurfast.tasks import TASKS
+
+    if isinstance(preset, ProtocolConfig):
+        cfg = preset
+    elif preset in PRESETS:
+        cfg = PRESETS[preset]
+    else:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+
+    names = {f.name for f in dataclasses.fields(ProtocolConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; expected fields of ProtocolConfig")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("tasks", "seeds", "alphas", "copy_constructions"):
+        if key in given:
+            given[key] = tuple(given[key])
+    cfg = dataclasses.replace(cfg, **given)
+
+    bad = [t for t in cfg.tasks if t not in TASKS]
+    if bad or not cfg.tasks:
+        raise ValueError(f"unknown task(s) {bad}; expected a non-empty choice of {list(TASKS)}")
+    bad = [c for c in cfg.copy_constructions if c not in COPY_CONSTRUCTIONS]
+    if bad:
+        raise ValueError(f"unknown construction(s) {bad}; expected {list(COPY_CONSTRUCTIONS)}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(cfg.seeds)}")
+    if not cfg.alphas or any(not 0.0 < a <= 1.0 for a in cfg.alphas):
+        raise ValueError(f"alphas must lie in (0, 1], got {list(cfg.alphas)}")
+    for key in ("epochs", "batches_per_epoch", "batch_size", "heldout_size", "hidden_size"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.copy_hidden_size < 1 or cfg.controls < 0:
+        raise ValueError("copy_hidden_size must be >= 1 and controls >= 0")
+    _check_device(cfg.device)
+    return cfg
+
+
+def model_specs(cfg: ProtocolConfig) -> list[ModelSpec]:
+    """Every model of a configuration, in the fixed order used for all tables."""
+    specs = []
+    for task in cfg.tasks:
+        if task == "copy":
+            kinds = [_split_construction(c) for c in cfg.copy_constructions]
+            width = cfg.copy_hidden_size
+        else:
+            kinds, width = [("dense", cfg.init)], cfg.hidden_size
+        for construction, init in kinds:
+            for seed in cfg.seeds:
+                specs.append(ModelSpec(task, construction, init, width, seed))
+    return specs
+
+
+def _split_construction(label: str) -> tuple[str, str | None]:
+    if label == "cayley":
+        return "cayley", None
+    construction, init = label.split("-", 1)
+    return construction, init
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        return
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+
+
+def check_writable(out: str | os.PathLike) -> Path:
+    """Create ``out`` if needed and prove a file can be written there; nothing is removed.
+
+    Raises:
+        ValueError: ``out`` is a file, or cannot be created or written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output directory {str(out)!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(
+            f"output directory {str(out)!r} is not writable ({err.strerror})"
+        ) from None
+    return out
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    # write beside the target and rename, so a reader never sees half a file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        # mkstemp creates the file private; give it the permissions of an ordinary file
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    _atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic_write(path, write)
+
+
+class _Units:
+    """Finished units under ``DIR/units``, counted, with a hook called after each new one."""
+
+    def __init__(self, out: Path, hook: UnitHook | None):
+        self.root = out / "units"
+        self.hook = hook
+        self.computed: dict[str, int] = {}
+        self.reused: dict[str, int] = {}
+
+    def path(self, kind: str, name: str) -> Path:
+        return self.root / kind / name
+
+    def reuse(self, kind: str) -> None:
+        self.reused[kind] = self.reused.get(kind, 0) + 1
+
+    def done(self, kind: str, path: Path) -> None:
+        self.computed[kind] = self.computed.get(kind, 0) + 1
+        if self.hook is not None:
+            self.hook(kind, path)
+
+
+def _task(name: str, cfg: ProtocolConfig):
+    from schurfast.tasks import make_task
+
+    return make_task(name, **cfg.task_params.get(name, {}))
+
+
+def _train_key(spec: ModelSpec, cfg: ProtocolConfig, task) -> dict[str, Any]:
+    is_copy = spec.task == "copy"
+    return {
+        "task": spec.task,
+        "task_params": task.params,
+        "construction": spec.construction,
+        "init": spec.init,
+        "hidden_size": spec.hidden_size,
+        "seed": spec.seed,
+        "epochs": cfg.epochs,
+        "batches_per_epoch": cfg.batches_per_epoch,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "target": cfg.copy_target if is_copy else None,
+        "max_steps": cfg.copy_max_steps if is_copy else None,
+        "device": cfg.device,
+    }
+
+
+def _train_models(cfg, specs, tasks, units, progress):
+    from schurfast.checkpoints import load_checkpoint, save_checkpoint
+    from schurfast.training import train
+
+    models, rows = [], []
+    bar = tqdm(specs, desc="train", unit="model", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        task = tasks[spec.task]
+        key = _train_key(spec, cfg, task)
+        path = units.path("models", f"{spec.name}_{_digest(key)}.safetensors")
+
+        if path.exists():
+            model, meta = load_checkpoint(path)
+            info = json.loads(meta["train_info"]) if "train_info" in meta else {}
+            units.reuse("models")
+        else:
+            init = {} if spec.init is None else {"init": spec.init}
+            (model,) = train(
+                task,
+                hidden_size=spec.hidden_size,
+                construction=spec.construction,
+                seeds=(spec.seed,),
+                epochs=cfg.epochs,
+                batches_per_epoch=cfg.batches_per_epoch,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                device=cfg.device,
+                target=key["target"],
+                max_steps=key["max_steps"],
+                quiet=True,
+                **init,
+            )
+            info = dict(model.train_info)
+            model = model.cpu()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(model, path, train_info=json.dumps(info), config=json.dumps(key))
+            units.done("models", path)
+
+        models.append(model.cpu().eval())
+        rows.append(
+            {
+                "model": spec.name,
+                "task": spec.task,
+                "construction": spec.label,
+                "hidden_size": spec.hidden_size,
+                "seed": spec.seed,
+                "steps": info.get("steps"),
+                "final_loss": info.get("final_loss"),
+                "heldout_metric": info.get("heldout_metric"),
+                "reached_target": info.get("reached_target"),
+                "train_wall_s": info.get("wall_s"),
+                "checkpoint": str(path.relative_to(units.root.parent)),
+                "checkpoint_sha256": file_sha256(path),
+            }
+        )
+    return models, pd.DataFrame(rows)
+
+
+def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):
+    """Ordered Schur forms and all subset variants of a stack of ``W_hh [M, H, H]``."""
+    from schurfast.ablation import ALL_SUBSETS, ablation_variants
+    from schurfast.schur import ordered_schur
+
+    H = W_hh.shape[-1]
+    schur_key = _digest({"checkpoints": hashes})
+    schur_path = units.path("schur", f"H{H}_{schur_key}.npz")
+    var_key = _digest({"schur": schur_key, "alphas": list(alphas), "subsets": ALL_SUBSETS})
+    var_path = units.path("variants", f"H{H}_{var_key}.npz")
+    table_path = var_path.with_suffix(".parquet")
+
+    F = None
+    if schur_path.exists():
+        with np.load(schur_path) as z:
+            spectrum = {k: z[k] for k in z.files}
+        units.reuse("schur")
+    else:
+        F = ordered_schur(W_hh)
+        spectrum = {
+            "eigenvalues": np.asarray(F.eigenvalues),
+            "moduli": np.asarray(F.moduli),
+            "block_sizes": np.asarray(F.block_sizes),
+            "refused": np.asarray(F.refused).reshape(-1),
+            "status": np.asarray(F.status).reshape(-1).astype(str),
+        }
+        _write_npz(schur_path, **spectrum)
+        units.done("schur", schur_path)
+
+    if var_path.exists() and table_path.exists():
+        with np.load(var_path) as z:
+            W = z["W"]
+        table = pd.read_parquet(table_path)
+        units.reuse("variants")
+    else:
+        # the Schur form is deterministic, so recomputing it for new alphas gives the stored one
+        if F is None:
+            F = ordered_schur(W_hh)
+        W, table = ablation_variants(F, ALL_SUBSETS, list(alphas))
+        W = W.numpy() if isinstance(W, torch.Tensor) else np.asarray(W)
+        table = table.reset_index(drop=True)
+        write_parquet(table_path, table)
+        _write_npz(var_path, W=W)
+        units.done("variants", var_path)
+    return spectrum, W, table
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """The fixed parts of one trained network, and its ``W_hh`` in float64."""
+
+    W_hh: np.ndarray
+    W_xh: torch.Tensor
+    W_hy: torch.Tensor
+    b: torch.Tensor | None
+    c: torch.Tensor | None
+
+
+def _weights(model) -> _Weights:
+    def grab(t):
+        return None if t is None else t.detach().to("cpu", torch.float32).clone()
+
+    with torch.no_grad():
+        return _Weights(
+            W_hh=model.W_hh.detach().cpu().double().numpy(),
+            W_xh=grab(model.W_xh),
+            W_hy=grab(model.W_hy),
+            b=grab(model.b),
+            c=grab(model.c),
+        )
+
+
+def _variant_rows(table: pd.DataFrame, local: int, controls: int) -> pd.DataFrame:
+    """The subset variants of one matrix followed by their matched-norm controls."""
+    rows = table[table["matrix"] == local].copy()
+    rows["source"] = rows.index.to_numpy()
+    rows["kind"] = "ablation"
+    rows["draw"] = -1
+    single = rows[rows["subset"].isin(BLOCKS)]
+    ctrl = single.loc[single.index.repeat(controls)].copy()
+    ctrl["kind"] = "control"
+    ctrl["draw"] = np.tile(np.arange(controls), len(single))
+    cols = ["source", "kind", "subset", "alpha", "draw", "n_R", "delta_norm", "mass"]
+    both = pd.concat([rows[cols], ctrl[cols]], ignore_index=True)
+    return both.sort_values("alpha", kind="stable", ignore_index=True)
+
+
+def _control_matrix(W_hh: np.ndarray, norm: float, key: tuple[int, ...]) -> np.ndarray:
+    # an isotropic Gaussian direction scaled to the Frobenius norm of the matched ablation
+    G = np.random.default_rng(list(key)).standard_normal(W_hh.shape)
+    return W_hh + norm * G / np.linalg.norm(G)
+
+
+def _evaluate_model(weights, rows, W_var, task, batch, sha, cfg, units, bar):
+    """Metric and FVU of every variant of one model, in chunks that are each a unit."""
+    from schurfast.rollout import rollout
+
+    # the reference backend keeps hidden states, so budget for y and h of every variant
+    B, L, n_out = batch.y.shape
+    H = weights.W_hh.shape[-1]
+    chunk = max(1, cfg.max_batch_bytes // (4 * B * L * (H + n_out)))
+    eval_cfg = {
+        "checkpoint": sha,
+        "task": task.name,
+        "task_params": task.params,
+        "heldout_size": cfg.heldout_size,
+        "device": cfg.device,
+        "backend": cfg.backend,
+        "control_seed": cfg.control_seed,
+    }
+    # seeds of the control draws: one stream per (matrix, alpha, block, draw), keyed by the
+    # matrix itself so that retraining to the same weights draws the same controls
+    model_seed = int(hashlib.sha256(weights.W_hh.tobytes()).hexdigest()[:8], 16)
+
+    device = torch.device(cfg.device)
+    x = batch.x.to(device)
+    fixed = {
+        "W_xh": weights.W_xh.to(device),
+        "W_hy": weights.W_hy.to(device),
+        "b": None if weights.b is None else weights.b.to(device),
+        "c": None if weights.c is None else weights.c.to(device),
+    }
+
+    # chunks never mix thresholds, so a new alpha leaves the evaluated ones valid
+    alpha = rows["alpha"].to_numpy()
+    edges = [0, *np.flatnonzero(alpha[1:] != alpha[:-1]) + 1, len(rows)]
+    spans = [
+        (start, min(start + chunk, stop))
+        for lo, stop in zip(edges[:-1], edges[1:], strict=True)
+        for start in range(lo, stop, chunk)
+    ]
+
+    metric, fvu = [], []
+    for start, stop in spans:
+        part = rows.iloc[start:stop]
+        desc = part[["kind", "subset", "alpha", "draw"]].to_dict("records")
+        key = _digest({**eval_cfg, "variants": desc})
+        path = units.path("eval", f"{task.name}_{sha[:12]}_{key}.npz")
+
+        if path.exists():
+            with np.load(path) as z:
+                m, f = z["metric"], z["fvu"]
+            units.reuse("eval")
+        else:
+            mats = []
+            for r in part.itertuples():
+                if r.kind == "ablation":
+                    mats.append(W_var[r.source])
+                else:
+                    seed = (
+                        cfg.control_seed,
+                        model_seed,
+                        round(r.alpha * 1e6),
+                        BLOCKS.index(r.subset),
+                        r.draw,
+                    )
+                    mats.append(_control_matrix(weights.W_hh, r.delta_norm, seed))
+            W = torch.as_tensor(np.stack(mats), dtype=torch.float32, device=device)
+            with torch.no_grad():
+                y = rollout(
+                    W,
+                    fixed["W_xh"],
+                    fixed["W_hy"],
+                    x,
+                    b=fixed["b"],
+                    c=fixed["c"],
+                    backend=cfg.backend,
+                ).cpu()
+            m = np.asarray(task.metric(y, batch), dtype=np.float64)
+            f = np.asarray(task.fvu(y, batch), dtype=np.float64)
+            _write_npz(path, metric=m, fvu=f)
+            units.done("eval", path)
+        metric.append(m)
+        fvu.append(f)
+        bar.update(len(part))
+    return np.concatenate(metric), np.concatenate(fvu)
+
+
+def _finish_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Delta against the intact rebuilt matrix of the same model and alpha, and S."""
+    intact = df[(df["kind"] == "ablation") & (df["subset"] == "none")]
+    ref = intact.set_index(["model", "alpha"])
+    keys = pd.MultiIndex.from_frame(df[["model", "alpha"]])
+    df["metric_intact"] = ref["metric"].reindex(keys).to_numpy()
+    df["delta"] = df["metric"] - df["metric_intact"]
+    df["delta_fvu"] = df["fvu"] - ref["fvu"].reindex(keys).to_numpy()
+
+    # S is undefined when nothing was removed
+    mass = df["mass"].to_numpy()
+    S = np.full(len(df), np.nan)
+    np.divide(df["delta"].to_numpy(), mass, out=S, where=mass > 0)
+    df["S"] = S
+    S_fvu = np.full(len(df), np.nan)
+    np.divide(df["delta_fvu"].to_numpy(), mass, out=S_fvu, where=mass > 0)
+    df["S_fvu"] = S_fvu
+    return df
+
+
+def run(
+    preset: str | ProtocolConfig = "quick",
+    out: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+    on_unit: UnitHook | None = None,
+    report: bool = True,
+    **overrides: Any,
+) -> ProtocolResult:
+    """Train, decompose, ablate, evaluate and report; the Python side of ``schurfast run``.
+
+    Args:
+        preset: ``"quick"``, ``"paper"`` or a :class:`ProtocolConfig`.
+        out: output directory, by default ``runs/<preset>``; finished units found there are
+            reused.
+        progress: show progress bars.
+        on_unit: called as ``on_unit(kind, path)`` after each new unit is on disk.
+        report: write ``summary.md``, ``report.md`` and figures after the tables.
+        **overrides: fields of :class:`ProtocolConfig` that replace the preset's.
+
+    Returns:
+        The tables written (``results.parquet``, ``models.parquet``) and the report's path.
+
+    Raises:
+        ValueError: a bad option or an unwritable ``out``, before any training.
+
+    Example:
+        >>> res = run("quick", "runs/quick")  # doctest: +SKIP
+        >>> res.results.query("subset == 'RC'")[["task", "delta", "S"]]  # doctest: +SKIP
+    """
+    cfg = resolve_config(preset, **overrides)
+    out = check_writable(out if out is not None else Path("runs") / cfg.name)
+    units = _Units(out, on_unit)
+    specs = model_specs(cfg)
+    tasks = {name: _task(name, cfg) for name in cfg.tasks}
+
+    t0 = time.perf_counter()
+    logger.info("train: %d models (%s preset) in %s", len(specs), cfg.name, out)
+    models, model_table = _train_models(cfg, specs, tasks, units, progress)
+    timings = {"train_s": time.perf_counter() - t0}
+
+    return _decompose_and_evaluate(
+        cfg, specs, models, model_table, tasks, out, units, timings, progress, report
+    )
+
+
+def _decompose_and_evaluate(
+    cfg, specs, models, model_table, tasks, out, units, timings, progress, report
+) -> ProtocolResult:
+    from schurfast.tasks import HELDOUT_SEED
+
+    # one batched Schur call per width: matrices of different sizes cannot share a batch
+    t0 = time.perf_counter()
+    weights = [_weights(m) for m in models]
+    hashes = model_table["checkpoint_sha256"].tolist()
+    groups: dict[int, list[int]] = {}
+    for g, spec in enumerate(specs):
+        groups.setdefault(spec.hidden_size, []).append(g)
+    schur: dict[int, tuple] = {}
+    spectra, per_model = [], {}
+    for H, members in groups.items():
+        W_hh = torch.as_tensor(np.stack([weights[g].W_hh for g in members]))
+        spectrum, W_var, table = _schur_group(W_hh, [hashes[g] for g in members], cfg.alphas, units)
+        schur[H] = (members, W_var, table)
+        names = [specs[g].name for g in members]
+        spectra.append(_spectrum_table(names, spectrum))
+        for j, name in enumerate(names):
+            per_model[name] = {
+                "rho": float(spectrum["moduli"][j].max()),
+                "schur_refused": int(spectrum["refused"][j]),
+                "schur_status": str(spectrum["status"][j]),
+            }
+    spectra = pd.concat(spectra, ignore_index=True)
+    model_table = model_table.assign(
+        **{
+            k: [per_model[n][k] for n in model_table["model"]]
+            for k in next(iter(per_model.values()))
+        }
+    )
+    timings["schur_s"] = time.perf_counter() - t0
+    logger.info(
+        "schur: %d matrices in %d batched call(s), %d subset variants",
+        len(specs),
+        len(groups),
+        sum(len(v[2]) for v in schur.values()),
+    )
+
+    t0 = time.perf_counter()
+    frames = []
+    for name, task in tasks.items():
+        batch = task.sample(cfg.heldout_size, seed=HELDOUT_SEED)
+        todo = []
+        for g, spec in enumerate(specs):
+            if spec.task == name:
+                members, W_var, table = schur[spec.hidden_size]
+                todo.append((g, _variant_rows(table, members.index(g), cfg.controls), W_var))
+        total = sum(len(rows) for _, rows, _ in todo)
+        logger.info(
+            "evaluate %s: %d variants of %d model(s) on %d held-out trials",
+            name,
+            total,
+            len(todo),
+            cfg.heldout_size,
+        )
+        with tqdm(
+            total=total, desc=f"evaluate {name}", unit="variant", disable=not progress
+        ) as bar:
+            for g, rows, W_var in todo:
+                metric, fvu = _evaluate_model(
+                    weights[g], rows, W_var, task, batch, hashes[g], cfg, units, bar
+                )
+                spec = specs[g]
+                frames.append(
+                    rows.assign(
+                        task=name,
+                        construction=spec.label,
+                        hidden_size=spec.hidden_size,
+                        seed=spec.seed,
+                        model=spec.name,
+                        metric_name=task.metric_name,
+                        metric=metric,
+                        fvu=fvu,
+                    )
+                )
+    timings["evaluate_s"] = time.perf_counter() - t0
+
+    results = _finish_table(pd.concat(frames, ignore_index=True))[RESULT_COLUMNS]
+    write_parquet(out / "results.parquet", results)
+    write_parquet(out / "models.parquet", model_table)
+    write_parquet(out / "spectra.parquet", spectra)
+    manifest = _manifest(cfg, timings, model_table, units)
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+    report_path = out / "report.md"
+    if report:
+        from schurfast.report import build_report
+
+        report_path = build_report(out)
+    return ProtocolResult(out, results, model_table, report_path, units.computed, units.reused)
+
+
+def _spectrum_table(names: list[str], spectrum: dict[str, np.ndarray]) -> pd.DataFrame:
+    lam = spectrum["eigenvalues"]
+    M, H = lam.shape
+    return pd.DataFrame(
+        {
+            "model": np.repeat(names, H),
+            "index": np.tile(np.arange(H), M),
+            "modulus": spectrum["moduli"].reshape(-1),
+            "real": lam.real.reshape(-1),
+            "imag": lam.imag.reshape(-1),
+            "block_size": spectrum["block_sizes"].reshape(-1).astype(np.int64),
+        }
+    )
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for name in (
+        "schurfast",
+        "torch",
+        "numpy",
+        "scipy",
+        "pandas",
+        "pyarrow",
+        "matplotlib",
+        "safetensors",
+        "tqdm",
+        "triton",
+        "scipy-openblas32",
+    ):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _manifest(cfg, timings, model_table, units) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "command": sys.argv,
+        "versions": _versions(),
+        "platform": {
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name() if cfg.device != "cpu" else None,
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "units_computed": units.computed,
+        "units_reused": units.reused,
+        "checkpoints": dict(
+            zip(model_table["checkpoint"], model_table["checkpoint_sha256"], strict=True)
+        ),
+        "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+RESULT_COLUMNS = [
+    "task",
+    "construction",
+    "hidden_size",
+    "seed",
+    "model",
+    "alpha",
+    "kind",
+    "subset",
+    "draw",
+    "n_R",
+    "delta_norm",
+    "mass",
+    "metric_name",
+    "metric",
+    "fvu",
+    "metric_intact",
+    "delta",
+    "delta_fvu",
+    "S",
+    "S_fvu",
+]
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    rnn_prefix: str | None = None,
+    readout_prefix: str | None = None,
+):
+    """A :class:`~schurfast.models.TanhRNN` from a schurfast checkpoint or a state dict.
+
+    A state dict (``torch.save``d, read with ``weights_only=True``) must hold one one-layer
+    ``nn.RNN`` (keys ``<rnn_prefix>weight_ih_l0``, ``weight_hh_l0``, optional ``bias_ih_l0``,
+    ``bias_hh_l0``) and one linear readout (``<readout_prefix>weight`` of shape ``[O, H]``,
+    optional ``bias``). Prefixes are found automatically when only one choice fits.
+
+    Raises:
+        ValueError: missing, corrupt or ambiguous file, or one that is not a one-layer RNN.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {str(path)!r} does not exist")
+    # torch.save writes a zip archive; a damaged one still starts with the zip signature
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    if is_zip or zipfile.is_zipfile(path):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"{str(path)!r} could not be read as a state dict with weights_only=True "
+                f"({type(err).__name__}); save model.state_dict(), not the module"
+            ) from None
+        return _model_from_state_dict(state, path, rnn_prefix, readout_prefix)
+
+    from schurfast.checkpoints import load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(path)
+    except Exception as err:
+        raise ValueError(
+            f"{str(path)!r} is neither a torch.save'd state dict nor a readable schurfast "
+            f"checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    return model
+
+
+def _pick_prefix(candidates: list[str], given: str | None, what: str, option: str) -> str:
+    if given is not None:
+        if given not in candidates:
+            raise ValueError(f"no {what} with prefix {given!r}; found prefixes {candidates}")
+        return given
+    if len(candidates) != 1:
+        found = candidates or "none"
+        raise ValueError(
+            f"expected exactly one {what}, found prefixes {found}; name it with {option}"
+        )
+    return candidates[0]
+
+
+def _model_from_state_dict(state, path: Path, rnn_prefix, readout_prefix):
+    from schurfast.models import TanhRNN
+
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} does not hold a state dict of tensors")
+
+    rnns = sorted(k[: -len("weight_hh_l0")] for k in state if k.endswith("weight_hh_l0"))
+    prefix = _pick_prefix(rnns, rnn_prefix, "RNN (keys ending in weight_hh_l0)", "--rnn-prefix")
+    extra = [
+        k for k in state if k.startswith(prefix) and k[len(prefix) :].endswith(("_l1", "_reverse"))
+    ]
+    if extra:
+        raise ValueError(f"only one-layer unidirectional RNNs are supported; found {extra[0]!r}")
+    W_ih, W_hh = state[prefix + "weight_ih_l0"], state[prefix + "weight_hh_l0"]
+    if W_hh.dim() != 2 or W_hh.shape[0] != W_hh.shape[1]:
+        raise ValueError(
+            f"weight_hh_l0 must be square [H, H] as in a tanh nn.RNN, got "
+            f"{list(W_hh.shape)} (a GRU or LSTM stacks gates; not supported)"
+        )
+    H = W_hh.shape[0]
+    if W_ih.dim() != 2 or W_ih.shape[0] != H:
+        raise ValueError(f"weight_ih_l0 must be [H, I] with H = {H}, got {list(W_ih.shape)}")
+
+    rnn_keys = {prefix + k for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+    heads = sorted(
+        k[: -len("weight")]
+        for k, v in state.items()
+        if k.endswith("weight") and k not in rnn_keys and v.dim() == 2 and v.shape[1] == H
+    )
+    head = _pick_prefix(
+        heads, readout_prefix, f"linear readout (a 2-D weight [O, {H}])", "--readout-prefix"
+    )
+    W_hy = state[head + "weight"]
+    has_bias = prefix + "bias_ih_l0" in state
+    has_c = head + "bias" in state
+
+    rnn = torch.nn.RNN(
+        W_ih.shape[1], H, num_layers=1, nonlinearity="tanh", bias=has_bias, batch_first=True
+    )
+    readout = torch.nn.Linear(H, W_hy.shape[0], bias=has_c)
+    try:
+        rnn.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k in rnn_keys}, strict=True
+        )
+        readout.load_state_dict(
+            {k[len(head) :]: v for k, v in state.items() if k in (head + "weight", head + "bias")},
+            strict=True,
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            f"{str(path)!r}: the RNN or readout tensors do not fit together "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    return TanhRNN.from_torch(rnn, readout)
+
+
+def _as_model(model, rnn_prefix, readout_prefix):
+    from schurfast.models import TanhRNN
+
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, rnn_prefix=rnn_prefix, readout_prefix=readout_prefix)
+    if isinstance(model, TanhRNN):
+        return model
+    if isinstance(model, tuple) and len(model) == 2:
+        rnn, readout = model
+        if not isinstance(rnn, torch.nn.RNN):
+            raise TypeError(f"expected a torch.nn.RNN, got {type(rnn).__name__}")
+        if rnn.nonlinearity != "tanh" or rnn.num_layers != 1 or rnn.bidirectional:
+            raise ValueError(
+                f"expected a one-layer unidirectional tanh nn.RNN, got nonlinearity="
+                f"{rnn.nonlinearity!r}, num_layers={rnn.num_layers}, "
+                f"bidirectional={rnn.bidirectional}"
+            )
+        return TanhRNN.from_torch(rnn, readout)
+    raise TypeError(
+        "expected a path, a TanhRNN or a (torch.nn.RNN, torch.nn.Linear) pair, got "
+        f"{type(model).__name__}"
+    )
+
+
+def ablate_model(
+    model,
+    task: str,
+    *,
+    alphas: Sequence[float] = (0.9,),
+    out: str | os.PathLike | None = None,
+    controls: int = 16,
+    heldout_size: int = 1024,
+    device: str = "cpu",
+    backend: str = "auto",
+    task_params: dict[str, Any] | None = None,
+    rnn_prefix: str | None = None,
+    readout_prefix: str | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The ablation protocol on one trained network; the Python side of ``schurfast ablate``.
+
+    Args:
+        model: a checkpoint or state dict path (see :func:`load_model`), a
+            :class:`~schurfast.models.TanhRNN`, or a ``(torch.nn.RNN, torch.nn.Linear)`` pair.
+        task: the task the network was trained on; its held-out set is used.
+        alphas: sector thresholds.
+        out: when given, write the same files as :func:`run` there.
+        controls: matched-norm random draws per single-block ablation.
+
+    Returns:
+        One row per variant, as in ``results.parquet``.
+
+    Raises:
+        ValueError: unknown task, or a model that does not fit it.
+    """
+    from schurfast.tasks import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {list(TASKS)}")
+    cfg = resolve_config(
+        ProtocolConfig(name="ablate", tasks=(task,), seeds=(0,)),
+        alphas=tuple(alphas),
+        controls=controls,
+        heldout_size=heldout_size,
+        device=device,
+        backend=backend,
+        task_params={task: dict(task_params or {})},
+    )
+    if out is not None:
+        out = check_writable(out)
+    net = _as_model(model, rnn_prefix, readout_prefix).cpu().eval()
+    the_task = _task(task, cfg)
+
+    H, n_in = net.W_xh.shape
+    n_out = net.W_hy.shape[0]
+    if (n_in, n_out) != (the_task.input_size, the_task.output_size):
+        raise ValueError(
+            f"the model has input size {n_in} and output size {n_out}, but task {task!r} has "
+            f"{the_task.input_size} and {the_task.output_size}"
+        )
+
+    if isinstance(model, (str, os.PathLike)):
+        name, sha = Path(model).stem, file_sha256(model)
+    else:
+        name = "model"
+        h = hashlib.sha256()
+        for t in net.state_dict().values():
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        sha = h.hexdigest()
+    spec = ModelSpec(task, "user", None, H, 0)
+    model_table = pd.DataFrame(
+        [
+            {
+                "model": spec.name,
+                "task": task,
+                "construction": "user",
+                "hidden_size": H,
+                "seed": 0,
+                "source": name,
+                "checkpoint": str(model) if isinstance(model, (str, os.PathLike)) else "in memory",
+                "checkpoint_sha256": sha,
+            }
+        ]
+    )
+
+    # without an output directory the units live in a scratch directory for this call only
+    with tempfile.TemporaryDirectory(prefix="schurfast-ablate-") as scratch:
+        where = out if out is not None else Path(scratch)
+        res = _decompose_and_evaluate(
+            cfg,
+            [spec],
+            [net],
+            model_table,
+            {task: the_task},
+            where,
+            _Units(where, None),
+            {},
+            progress,
+            out is not None,
+        )
+    return res.results

@@ -1,0 +1,172 @@
+"""The ``schurfast`` command: run, ablate on a plain torch RNN, report, and every user mistake."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from schurfast import protocol
+from schurfast.cli import main
+from schurfast.tasks import HELDOUT_SEED, make_task
+
+RUN_ARGS = [
+    "--tasks", "flipflop", "--seeds", "0,1", "--epochs", "1", "--batches-per-epoch", "2",
+    "--batch-size", "8", "--hidden-size", "5", "--alphas", "0.9", "--controls", "2",
+    "--heldout-size", "16", "--no-progress",
+]  # fmt: skip
+
+
+class Net(torch.nn.Module):
+    """What a user typically saves: an nn.RNN and a readout inside one module."""
+
+    def __init__(self, n_in, hidden, n_out, **rnn_kw):
+        super().__init__()
+        self.rnn = torch.nn.RNN(n_in, hidden, batch_first=True, **rnn_kw)
+        self.readout = torch.nn.Linear(hidden, n_out)
+
+    def forward(self, x):
+        return self.readout(self.rnn(x)[0])
+
+
+@pytest.fixture(scope="module")
+def flipflop_state(tmp_path_factory):
+    """A plain torch RNN trained for a few steps on flipflop, saved as a state dict."""
+    task = make_task("flipflop")
+    torch.manual_seed(0)
+    net = Net(task.input_size, 11, task.output_size)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(20):
+        batch = task.sample(16, seed=step)
+        loss = ((net(batch.x) - batch.y) ** 2)[batch.mask].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("user") / "net.pt"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def _fails(capsys, argv, match):
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def test_run_prints_where_the_report_is_and_report_rebuilds_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *RUN_ARGS]) == 0
+    captured = capsys.readouterr()
+    assert f"report: {out / 'report.md'}" in captured.out
+    for stage in ("train:", "schur:", "evaluate flipflop:"):
+        assert stage in captured.err
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 2 * (8 + 3 * 2)
+
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").is_file()
+
+
+def test_ablate_state_dict_matches_plain_torch(flipflop_state, capsys, tmp_path):
+    net, path = flipflop_state
+    task = make_task("flipflop")
+    df = protocol.ablate_model(path, "flipflop", alphas=(0.9, 0.8), controls=3, heldout_size=64)
+    assert len(df) == 2 * (8 + 3 * 3)
+
+    # the intact rebuilt network scores what the torch module scores on the same trials
+    batch = task.sample(64, seed=HELDOUT_SEED)
+    with torch.no_grad():
+        expected = task.metric(net(batch.x), batch)
+    intact = df[(df["kind"] == "ablation") & (df["subset"] == "none")]["metric"]
+    np.testing.assert_allclose(intact, expected, rtol=1e-4)
+
+    out = tmp_path / "ablate"
+    assert main(["ablate", str(path), "--task", "flipflop", "--controls", "3",
+                 "--heldout-size", "64", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    for subset in ("none", "RR", "RC", "CC", "RR+RC+CC"):
+        assert f"| {subset} |" in printed
+    assert "control" in printed
+    assert (out / "results.parquet").is_file() and (out / "summary.md").is_file()
+
+
+def test_ablate_finds_prefixes_or_asks_for_them(flipflop_state, tmp_path, capsys):
+    net, _ = flipflop_state
+    state = {f"a.{k}": v for k, v in net.state_dict().items()}
+    state.update({f"b.{k}": v for k, v in net.state_dict().items()})
+    path = tmp_path / "two.pt"
+    torch.save(state, path)
+    args = ["ablate", str(path), "--task", "flipflop", "--controls", "1", "--heldout-size", "8"]
+    _fails(capsys, args, "--rnn-prefix")
+    _fails(capsys, [*args, "--rnn-prefix", "a.rnn."], "--readout-prefix")
+    assert main([*args, "--rnn-prefix", "a.rnn.", "--readout-prefix", "b.readout."]) == 0
+
+
+def test_run_rejects_unknown_preset_and_task(tmp_path, capsys):
+    _fails(capsys, ["run", "--preset", "huge", "--out", str(tmp_path)], "unknown preset 'huge'")
+    _fails(capsys, ["run", "--tasks", "parity", "--out", str(tmp_path)], "unknown task")
+
+
+def test_unwritable_directory_fails_before_training(tmp_path, capsys, monkeypatch):
+    import schurfast.training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the output directory")
+
+    monkeypatch.setattr(schurfast.training, "train", no_training)
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    _fails(capsys, ["run", "--out", str(blocker), *RUN_ARGS], "not a directory")
+    _fails(capsys, ["run", "--out", str(blocker / "sub"), *RUN_ARGS], "not writable")
+    assert blocker.read_text() == "keep me"
+
+
+def test_ablate_rejects_models_that_do_not_fit(tmp_path, capsys):
+    cases = {
+        "size": (Net(2, 6, 3), "input size 2"),
+        "lstm": (torch.nn.LSTM(3, 6), "GRU or LSTM"),
+        "layers": (Net(3, 6, 3, num_layers=2), "one-layer"),
+    }
+    for name, (module, match) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(module.state_dict(), path)
+        _fails(capsys, ["ablate", str(path), "--task", "flipflop"], match)
+
+    relu = torch.nn.RNN(3, 6, nonlinearity="relu", batch_first=True)
+    with pytest.raises(ValueError, match="tanh"):
+        protocol.ablate_model((relu, torch.nn.Linear(6, 3)), "flipflop")
+
+
+def test_ablate_rejects_corrupt_files_and_keeps_the_output_directory(
+    flipflop_state, tmp_path, capsys
+):
+    _, good = flipflop_state
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("earlier work")
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a model at all" * 10)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:-200])
+    module = tmp_path / "module.pt"
+    torch.save(Net(3, 4, 3), module)
+
+    for path, match in [
+        (garbage, "neither a torch.save'd state dict nor"),
+        (truncated, "could not be read"),
+        (module, "weights_only=True"),
+        (tmp_path / "missing.pt", "does not exist"),
+    ]:
+        _fails(capsys, ["ablate", str(path), "--task", "flipflop", "--out", str(out)], match)
+    _fails(capsys, ["ablate", str(good), "--task", "parity"], "unknown task")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "earlier work"
+
+
+def test_report_of_a_directory_without_results_fails_cleanly(tmp_path, capsys):
+    _fails(capsys, ["report", str(tmp_path)], "missing results.parquet")

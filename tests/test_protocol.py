@@ -1,0 +1,191 @@
+"""The protocol end to end on a tiny configuration: tables, resume, invalidation, report."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schurfast import protocol
+from schurfast.ablation import ALL_SUBSETS
+from schurfast.report import build_report
+
+# every task and copy construction, two widths, two seeds; seconds on a laptop
+TINY = dict(
+    tasks=("copy", "flipflop", "sine", "integration"),
+    seeds=(0, 1),
+    epochs=1,
+    batches_per_epoch=2,
+    batch_size=8,
+    hidden_size=7,
+    copy_hidden_size=8,
+    copy_target=None,
+    copy_max_steps=None,
+    alphas=(0.9,),
+    controls=2,
+    heldout_size=16,
+)
+N_MODELS = 4 * 2 + 3 * 2
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _run(out, **kw):
+    return protocol.run("quick", out, progress=False, report=False, **{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("tiny"), report=True)
+
+
+def test_run_writes_one_row_per_variant(tiny_run):
+    res = tiny_run
+    df = pd.read_parquet(res.out / "results.parquet")
+    pd.testing.assert_frame_equal(df, res.results)
+
+    per_model = len(ALL_SUBSETS) + 3 * TINY["controls"]
+    assert len(df) == N_MODELS * per_model
+    assert df["model"].nunique() == N_MODELS
+    assert set(df["task"]) == set(TINY["tasks"])
+    copy = df[df["task"] == "copy"]
+    assert set(copy["construction"]) == set(protocol.COPY_CONSTRUCTIONS)
+    assert set(copy["hidden_size"]) == {8}
+    assert set(df.loc[df["task"] != "copy", "hidden_size"]) == {7}
+    assert set(df.loc[df["kind"] == "ablation", "subset"]) == set(ALL_SUBSETS)
+    assert set(df.loc[df["kind"] == "control", "subset"]) == {"RR", "RC", "CC"}
+    assert (copy["metric_name"] == "accuracy").all()
+    assert (df.loc[df["task"] != "copy", "metric_name"] == "fvu").all()
+
+
+def test_run_deltas_and_sensitivities_follow_their_definitions(tiny_run):
+    df = tiny_run.results
+    intact = df[(df["kind"] == "ablation") & (df["subset"] == "none")]
+    assert (intact["delta"] == 0).all() and (intact["mass"] == 0).all()
+    assert intact["S"].isna().all()
+
+    for _, part in df.groupby("model"):
+        ref = part[(part["kind"] == "ablation") & (part["subset"] == "none")]
+        np.testing.assert_array_equal(part["delta"], part["metric"] - ref["metric"].iloc[0])
+        np.testing.assert_array_equal(part["delta_fvu"], part["fvu"] - ref["fvu"].iloc[0])
+
+    removed = df["mass"] > 0
+    assert removed.any()
+    np.testing.assert_allclose(
+        df.loc[removed, "S"], df.loc[removed, "delta"] / df.loc[removed, "mass"], rtol=1e-12
+    )
+    assert df.loc[~removed, "S"].isna().all()
+
+
+def test_controls_match_the_norm_of_their_ablation(tiny_run):
+    df = tiny_run.results
+    abl = df[df["kind"] == "ablation"].set_index(["model", "alpha", "subset"])
+    ctl = df[df["kind"] == "control"]
+    keys = pd.MultiIndex.from_frame(ctl[["model", "alpha", "subset"]])
+    np.testing.assert_array_equal(ctl["delta_norm"], abl["delta_norm"].reindex(keys))
+    np.testing.assert_array_equal(ctl["n_R"], abl["n_R"].reindex(keys))
+    # distinct draws are distinct perturbations wherever anything is perturbed
+    moved = ctl[ctl["delta_norm"] > 0]
+    per_draw = moved.groupby(["model", "alpha", "subset"])["fvu"].nunique()
+    assert (per_draw > 1).any()
+
+
+def test_run_writes_report_manifest_and_figures(tiny_run):
+    out = tiny_run.out
+    summary = (out / "summary.md").read_text()
+    for heading in ("replay accuracy by threshold", "Single-block ablations", "all 8 subsets"):
+        assert heading in summary
+    for figure in ("copy_accuracy_vs_mass.png", "block_effects.png", "eigenvalue_moduli.png"):
+        assert (out / "figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    assert "figures/block_effects.png" in (out / "report.md").read_text()
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["seeds"] == list(TINY["seeds"])
+    assert manifest["versions"]["torch"]
+    assert len(manifest["checkpoints"]) == N_MODELS
+    for path, sha in manifest["checkpoints"].items():
+        assert protocol.file_sha256(out / path) == sha
+
+
+def test_report_rebuilds_from_stored_results(tiny_run, tmp_path):
+    out = tiny_run.out
+    before = (out / "summary.md").read_text()
+    (out / "summary.md").unlink()
+    (out / "figures" / "block_effects.png").unlink()
+    assert build_report(out) == out / "report.md"
+    assert (out / "summary.md").read_text() == before
+    assert (out / "figures" / "block_effects.png").is_file()
+
+    with pytest.raises(ValueError, match="missing results.parquet"):
+        build_report(tmp_path)
+
+
+def test_rerun_redoes_nothing_and_gives_identical_results(tiny_run):
+    again = _run(tiny_run.out)
+    assert again.computed == {}
+    assert again.reused["models"] == N_MODELS
+    pd.testing.assert_frame_equal(again.results, tiny_run.results, check_exact=True)
+
+
+@pytest.mark.parametrize("stop_after", [3, N_MODELS + 6])
+def test_resume_after_interruption_gives_identical_results(tiny_run, tmp_path, stop_after):
+    seen = []
+
+    def hook(kind, path):
+        seen.append(kind)
+        if len(seen) == stop_after:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        _run(tmp_path, on_unit=hook)
+    assert not (tmp_path / "results.parquet").exists()
+
+    resumed = _run(tmp_path)
+    assert sum(resumed.reused.values()) == stop_after
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "results.parquet"), tiny_run.results, check_exact=True
+    )
+
+
+def test_changed_option_recomputes_only_what_depends_on_it(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_run.out / "units", tmp_path / "units")
+    res = _run(tmp_path, alphas=(0.9, 0.95))
+    assert "models" not in res.computed and "schur" not in res.computed
+    # one new evaluated chunk per model for the new threshold, the old ones reused
+    assert res.computed["eval"] == N_MODELS
+    assert res.reused["eval"] == N_MODELS
+    old = res.results[res.results["alpha"] == 0.9].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, tiny_run.results, check_exact=True)
+
+    res = _run(tmp_path, epochs=2, tasks=("flipflop",))
+    assert res.computed["models"] == 2
+
+
+def test_resolve_config_rejects_bad_options():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        protocol.resolve_config("huge")
+    with pytest.raises(ValueError, match="unknown task"):
+        protocol.resolve_config("quick", tasks=("copy", "parity"))
+    with pytest.raises(ValueError, match="unknown construction"):
+        protocol.resolve_config("quick", copy_constructions=("lstm",))
+    with pytest.raises(ValueError, match="alphas must lie in"):
+        protocol.resolve_config("quick", alphas=(1.5,))
+    with pytest.raises(ValueError, match="unknown option"):
+        protocol.resolve_config("quick", epoch=3)
+    with pytest.raises(ValueError, match="device"):
+        protocol.resolve_config("quick", device="tpu")
+
+
+def test_paper_preset_has_the_design_settings():
+    cfg = protocol.resolve_config("paper")
+    assert cfg.seeds == (0, 1, 2)
+    assert (cfg.epochs, cfg.batches_per_epoch, cfg.batch_size, cfg.lr) == (30, 128, 64, 1e-3)
+    assert (cfg.hidden_size, cfg.copy_hidden_size, cfg.init) == (64, 72, "orthogonal")
+    assert cfg.copy_target == 0.99 and cfg.alphas == (0.85, 0.9, 0.95)
+    specs = protocol.model_specs(cfg)
+    assert len(specs) == 3 * (4 + 3)
+    assert {s.label for s in specs if s.task == "copy"} == set(protocol.COPY_CONSTRUCTIONS)
