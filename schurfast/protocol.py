@@ -318,6 +318,8 @@ def _train_key(spec: ModelSpec, cfg: ProtocolConfig, task) -> dict[str, Any]:
         "init": spec.init,
         "hidden_size": spec.hidden_size,
         "seed": spec.seed,
+        # the seeds of a group train as one batched model
+        "trained_with": list(cfg.seeds),
         "epochs": cfg.epochs,
         "batches_per_epoch": cfg.batches_per_epoch,
         "batch_size": cfg.batch_size,
@@ -329,44 +331,60 @@ def _train_key(spec: ModelSpec, cfg: ProtocolConfig, task) -> dict[str, Any]:
 
 
 def _train_models(cfg, specs, tasks, units, progress):
+    """Every model of ``specs`` from its checkpoint, training the groups that lack one."""
     from schurfast.checkpoints import load_checkpoint, save_checkpoint
     from schurfast.training import train
 
-    models, rows = [], []
-    bar = tqdm(specs, desc="train", unit="model", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        task = tasks[spec.task]
-        key = _train_key(spec, cfg, task)
-        path = units.path("models", f"{spec.name}_{_digest(key)}.safetensors")
+    paths = []
+    for spec in specs:
+        key = _train_key(spec, cfg, tasks[spec.task])
+        paths.append(units.path("models", f"{spec.name}_{_digest(key)}.safetensors"))
 
-        if path.exists():
-            model, meta = load_checkpoint(path)
-            info = json.loads(meta["train_info"]) if "train_info" in meta else {}
+    # the seeds of one (task, construction, width) train together, in one batched call
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault((spec.task, spec.construction, spec.init, spec.hidden_size), []).append(i)
+    missing = [(g, m) for g, m in groups.items() if not all(paths[i].exists() for i in m)]
+    for i in range(len(specs)):
+        if paths[i].exists():
             units.reuse("models")
-        else:
-            init = {} if spec.init is None else {"init": spec.init}
-            (model,) = train(
-                task,
-                hidden_size=spec.hidden_size,
-                construction=spec.construction,
-                seeds=(spec.seed,),
-                epochs=cfg.epochs,
-                batches_per_epoch=cfg.batches_per_epoch,
-                batch_size=cfg.batch_size,
-                lr=cfg.lr,
-                device=cfg.device,
-                target=key["target"],
-                max_steps=key["max_steps"],
-                quiet=True,
-                **init,
-            )
-            info = dict(model.train_info)
-            model = model.cpu()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(model, path, train_info=json.dumps(info), config=json.dumps(key))
-            units.done("models", path)
 
+    bar = tqdm(
+        total=sum(len(m) for _, m in missing), desc="train", unit="model", disable=not progress
+    )
+    for (task, construction, init, H), members in missing:
+        bar.set_postfix_str(f"{task} {specs[members[0]].label} H={H}")
+        key = _train_key(specs[members[0]], cfg, tasks[task])
+        trained = train(
+            tasks[task],
+            hidden_size=H,
+            construction=construction,
+            init=init or "orthogonal",
+            seeds=[specs[i].seed for i in members],
+            epochs=cfg.epochs,
+            batches_per_epoch=cfg.batches_per_epoch,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            device=cfg.device,
+            target=key["target"],
+            max_steps=key["max_steps"],
+            quiet=not progress,
+        )
+        for i, model in zip(members, trained, strict=True):
+            # a checkpoint already on disk is kept: results always come from the stored file
+            if not paths[i].exists():
+                paths[i].parent.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(
+                    model.cpu(), paths[i], config=_train_key(specs[i], cfg, tasks[task])
+                )
+                units.done("models", paths[i])
+            bar.update(1)
+    bar.close()
+
+    models, rows = [], []
+    for spec, path in zip(specs, paths, strict=True):
+        model, meta = load_checkpoint(path)
+        info = getattr(model, "train_info", None) or meta.get("train_info") or {}
         models.append(model.cpu().eval())
         rows.append(
             {
