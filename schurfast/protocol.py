@@ -9,7 +9,8 @@ held-out set with ``W_xh``, ``W_hy`` and biases fixed. Per variant it records th
 
     Delta = metric(W_S) - metric(W_none),   S = Delta / (||Delta_S||_F / ||T||_F),
 
-where ``W_none`` is the rebuilt intact matrix (no block removed).
+where ``W_none`` is the rebuilt intact matrix (no block removed). ``S`` is left undefined (NaN)
+when the mass removed is below :data:`MIN_MASS`, the float32 resolution of the rollout.
 
 Every finished unit (a trained model, the Schur forms of one width, the variants of one width,
 an evaluated batch of variants) is written atomically into ``DIR/units`` under a hash of exactly
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 BLOCKS = ("RR", "RC", "CC")
 COPY_CONSTRUCTIONS = ("dense-default", "dense-orthogonal", "dense-normal", "cayley")
 UnitHook = Callable[[str, Path], None]
+# below this relative mass a change is within float32 rounding of W_hh; S is left undefined
+MIN_MASS = 1e-6
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -96,12 +99,13 @@ PRESETS: dict[str, ProtocolConfig] = {
     "quick": ProtocolConfig(
         name="quick",
         seeds=(0, 1),
-        epochs=2,
-        batches_per_epoch=32,
+        epochs=1,
+        batches_per_epoch=24,
+        batch_size=32,
         copy_target=None,
         copy_max_steps=None,
-        controls=8,
-        heldout_size=256,
+        controls=4,
+        heldout_size=128,
     ),
 }
 
@@ -592,13 +596,13 @@ def _finish_table(df: pd.DataFrame) -> pd.DataFrame:
     df["delta"] = df["metric"] - df["metric_intact"]
     df["delta_fvu"] = df["fvu"] - ref["fvu"].reindex(keys).to_numpy()
 
-    # S is undefined when nothing was removed
+    # S is undefined when less was removed than the float32 rollout can resolve
     mass = df["mass"].to_numpy()
     S = np.full(len(df), np.nan)
-    np.divide(df["delta"].to_numpy(), mass, out=S, where=mass > 0)
+    np.divide(df["delta"].to_numpy(), mass, out=S, where=mass >= MIN_MASS)
     df["S"] = S
     S_fvu = np.full(len(df), np.nan)
-    np.divide(df["delta_fvu"].to_numpy(), mass, out=S_fvu, where=mass > 0)
+    np.divide(df["delta_fvu"].to_numpy(), mass, out=S_fvu, where=mass >= MIN_MASS)
     df["S_fvu"] = S_fvu
     return df
 

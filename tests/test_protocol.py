@@ -71,7 +71,7 @@ def test_run_deltas_and_sensitivities_follow_their_definitions(tiny_run):
         np.testing.assert_array_equal(part["delta"], part["metric"] - ref["metric"].iloc[0])
         np.testing.assert_array_equal(part["delta_fvu"], part["fvu"] - ref["fvu"].iloc[0])
 
-    removed = df["mass"] > 0
+    removed = df["mass"] >= protocol.MIN_MASS
     assert removed.any()
     np.testing.assert_allclose(
         df.loc[removed, "S"], df.loc[removed, "delta"] / df.loc[removed, "mass"], rtol=1e-12
