@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alphas", type=_floats, help="comma-separated thresholds alpha")
     run.add_argument("--controls", type=int, help="matched-norm draws per single-block ablation")
     run.add_argument("--heldout-size", type=int, help="held-out trials per task")
+    run.add_argument("--train-eval-size", type=int, help="trials of training's validation sets")
     run.add_argument("--backend", help="rollout backend: auto, reference, cpu, triton")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -106,8 +107,11 @@ def _run(args) -> None:
         "alphas": args.alphas,
         "controls": args.controls,
         "heldout_size": args.heldout_size,
+        "train_eval_size": args.train_eval_size,
         "backend": args.backend,
     }
+    # options not given keep the preset's values
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     res = protocol.run(args.preset, args.out, progress=not args.no_progress, **overrides)
     print(f"report: {res.report}")
     print(f"tables: {res.out / 'summary.md'}, {res.out / 'results.parquet'}")

@@ -61,9 +61,14 @@ class ProtocolConfig:
 
     Models: for the copy task one per construction in ``copy_constructions`` at width
     ``copy_hidden_size``; for every other task a dense network with init ``init`` at width
-    ``hidden_size``; each for every seed in ``seeds``. Copy controllers train on past
-    ``epochs`` until the held-out replay accuracy reaches ``copy_target`` or ``copy_max_steps``
-    optimizer steps have run.
+    ``hidden_size``; each for every seed in ``seeds``, the seeds of one kind trained together.
+
+    Copy controllers train in two stages: a warm-up on the copy task with a short replay
+    (``copy_warmup_replay_steps``; ``None`` skips it) until the validation accuracy reaches
+    ``copy_warmup_target`` or ``copy_warmup_max_steps`` steps, then the full task until the
+    validation accuracy reaches ``copy_target`` or after ``copy_max_steps`` more steps
+    (``None`` targets train exactly ``epochs`` epochs). A controller counts as solved when its
+    held-out replay accuracy is at least ``copy_solved``.
     """
 
     name: str = "custom"
@@ -77,8 +82,13 @@ class ProtocolConfig:
     batches_per_epoch: int = 128
     batch_size: int = 64
     lr: float = 1e-3
-    copy_target: float | None = 0.99
-    copy_max_steps: int | None = 15360
+    copy_target: float | None = 0.995
+    copy_max_steps: int | None = 3000
+    copy_warmup_replay_steps: int | None = 24
+    copy_warmup_target: float | None = 0.999
+    copy_warmup_max_steps: int | None = 4000
+    copy_solved: float = 0.99
+    train_eval_size: int = 1024
     alphas: tuple[float, ...] = (0.85, 0.9, 0.95)
     controls: int = 16
     control_seed: int = 0
@@ -104,8 +114,10 @@ PRESETS: dict[str, ProtocolConfig] = {
         batch_size=32,
         copy_target=None,
         copy_max_steps=None,
+        copy_warmup_replay_steps=None,
         controls=4,
         heldout_size=128,
+        train_eval_size=256,
     ),
 }
 
@@ -146,7 +158,7 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
 
     Args:
         preset: ``"quick"``, ``"paper"`` or a :class:`ProtocolConfig`.
-        **overrides: fields of :class:`ProtocolConfig`; ``None`` values are ignored.
+        **overrides: fields of :class:`ProtocolConfig`.
 
     Raises:
         ValueError: unknown preset, task, construction, field, or a value out of range.
@@ -164,7 +176,7 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; expected fields of ProtocolConfig")
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = dict(overrides)
     for key in ("tasks", "seeds", "alphas", "copy_constructions"):
         if key in given:
             given[key] = tuple(given[key])
@@ -180,7 +192,8 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
         raise ValueError(f"seeds must be distinct and at least one, got {list(cfg.seeds)}")
     if not cfg.alphas or any(not 0.0 < a <= 1.0 for a in cfg.alphas):
         raise ValueError(f"alphas must lie in (0, 1], got {list(cfg.alphas)}")
-    for key in ("epochs", "batches_per_epoch", "batch_size", "heldout_size", "hidden_size"):
+    positive = ("epochs", "batches_per_epoch", "batch_size", "heldout_size", "hidden_size")
+    for key in (*positive, "train_eval_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.copy_hidden_size < 1 or cfg.controls < 0:
@@ -328,67 +341,65 @@ def _train_key(spec: ModelSpec, cfg: ProtocolConfig, task) -> dict[str, Any]:
         "batches_per_epoch": cfg.batches_per_epoch,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
+        "eval_size": cfg.train_eval_size,
         "target": cfg.copy_target if is_copy else None,
         "max_steps": cfg.copy_max_steps if is_copy else None,
+        "warmup": _warmup_key(cfg) if is_copy else None,
         "device": cfg.device,
+    }
+
+
+def _warmup_key(cfg: ProtocolConfig) -> dict[str, Any] | None:
+    if cfg.copy_warmup_replay_steps is None:
+        return None
+    return {
+        "replay_steps": cfg.copy_warmup_replay_steps,
+        "target": cfg.copy_warmup_target,
+        "max_steps": cfg.copy_warmup_max_steps,
     }
 
 
 def _train_models(cfg, specs, tasks, units, progress):
     """Every model of ``specs`` from its checkpoint, training the groups that lack one."""
-    from schurfast.checkpoints import load_checkpoint, save_checkpoint
-    from schurfast.training import train
+    from schurfast.checkpoints import load_checkpoint
 
-    paths = []
-    for spec in specs:
-        key = _train_key(spec, cfg, tasks[spec.task])
-        paths.append(units.path("models", f"{spec.name}_{_digest(key)}.safetensors"))
+    keys = [_train_key(spec, cfg, tasks[spec.task]) for spec in specs]
+    paths = [
+        units.path("models", f"{spec.name}_{_digest(key)}.safetensors")
+        for spec, key in zip(specs, keys, strict=True)
+    ]
 
     # the seeds of one (task, construction, width) train together, in one batched call
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault((spec.task, spec.construction, spec.init, spec.hidden_size), []).append(i)
-    missing = [(g, m) for g, m in groups.items() if not all(paths[i].exists() for i in m)]
-    for i in range(len(specs)):
-        if paths[i].exists():
+    missing = [m for m in groups.values() if not all(paths[i].exists() for i in m)]
+    for path in paths:
+        if path.exists():
             units.reuse("models")
 
-    bar = tqdm(
-        total=sum(len(m) for _, m in missing), desc="train", unit="model", disable=not progress
-    )
-    for (task, construction, init, H), members in missing:
-        bar.set_postfix_str(f"{task} {specs[members[0]].label} H={H}")
-        key = _train_key(specs[members[0]], cfg, tasks[task])
-        trained = train(
-            tasks[task],
-            hidden_size=H,
-            construction=construction,
-            init=init or "orthogonal",
-            seeds=[specs[i].seed for i in members],
-            epochs=cfg.epochs,
-            batches_per_epoch=cfg.batches_per_epoch,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            device=cfg.device,
-            target=key["target"],
-            max_steps=key["max_steps"],
-            quiet=not progress,
+    bar = tqdm(total=sum(map(len, missing)), desc="train", unit="model", disable=not progress)
+    for members in missing:
+        spec = specs[members[0]]
+        bar.set_postfix_str(f"{spec.task} {spec.label} H={spec.hidden_size}")
+        _train_group(
+            cfg,
+            [specs[i] for i in members],
+            [keys[i] for i in members],
+            [paths[i] for i in members],
+            tasks[spec.task],
+            units,
+            progress,
         )
-        for i, model in zip(members, trained, strict=True):
-            # a checkpoint already on disk is kept: results always come from the stored file
-            if not paths[i].exists():
-                paths[i].parent.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(
-                    model.cpu(), paths[i], config=_train_key(specs[i], cfg, tasks[task])
-                )
-                units.done("models", paths[i])
-            bar.update(1)
+        bar.update(len(members))
     bar.close()
 
     models, rows = [], []
     for spec, path in zip(specs, paths, strict=True):
         model, meta = load_checkpoint(path)
         info = getattr(model, "train_info", None) or meta.get("train_info") or {}
+        held = info.get("heldout_metric")
+        solved = None if spec.task != "copy" or held is None else bool(held >= cfg.copy_solved)
         models.append(model.cpu().eval())
         rows.append(
             {
@@ -399,14 +410,74 @@ def _train_models(cfg, specs, tasks, units, progress):
                 "seed": spec.seed,
                 "steps": info.get("steps"),
                 "final_loss": info.get("final_loss"),
-                "heldout_metric": info.get("heldout_metric"),
-                "reached_target": info.get("reached_target"),
+                "heldout_metric": held,
+                "solved": solved,
                 "train_wall_s": info.get("wall_s"),
                 "checkpoint": str(path.relative_to(units.root.parent)),
                 "checkpoint_sha256": file_sha256(path),
             }
         )
     return models, pd.DataFrame(rows)
+
+
+def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
+    """Train the seeds of one kind together and store each model's checkpoint."""
+    from schurfast.checkpoints import load_checkpoint, save_checkpoint
+    from schurfast.tasks import make_task
+    from schurfast.training import train
+
+    spec, key = specs[0], keys[0]
+    common = dict(
+        hidden_size=spec.hidden_size,
+        construction=spec.construction,
+        init=spec.init or "orthogonal",
+        seeds=[s.seed for s in specs],
+        epochs=cfg.epochs,
+        batches_per_epoch=cfg.batches_per_epoch,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        device=cfg.device,
+        quiet=not progress,
+        eval_n=cfg.train_eval_size,
+    )
+
+    # copy warm-up: the same task with a short replay, its models a unit of their own
+    start = None
+    if key["warmup"] is not None:
+        warm = key["warmup"]
+        # the warm-up depends on everything but the second stage's target and budget
+        warm_keys = [
+            {**{f: v for f, v in k.items() if f not in ("target", "max_steps")}, "stage": 1}
+            for k in keys
+        ]
+        warm_paths = [
+            units.path("warmup", f"{s.name}_{_digest(k)}.safetensors")
+            for s, k in zip(specs, warm_keys, strict=True)
+        ]
+        if all(p.exists() for p in warm_paths):
+            for _ in warm_paths:
+                units.reuse("warmup")
+        else:
+            params = {**task.params, "replay_steps": warm["replay_steps"]}
+            params["metric_steps"] = warm["replay_steps"]
+            short = make_task(task.name, **params)
+            trained = train(short, target=warm["target"], max_steps=warm["max_steps"], **common)
+            _store(trained, warm_paths, units, "warmup", save_checkpoint)
+        start = [load_checkpoint(p)[0] for p in warm_paths]
+
+    extra = {} if start is None else {"init_from": start}
+    trained = train(task, target=key["target"], max_steps=key["max_steps"], **common, **extra)
+    _store(trained, paths, units, "models", save_checkpoint, keys)
+
+
+def _store(models, paths, units, kind, save_checkpoint, keys=None) -> None:
+    for k, (model, path) in enumerate(zip(models, paths, strict=True)):
+        # a checkpoint already on disk is kept: results always come from the stored file
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(model.cpu(), path, **({} if keys is None else {"config": keys[k]}))
+        units.done(kind, path)
 
 
 def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):

@@ -12,7 +12,7 @@ from schurfast.tasks import HELDOUT_SEED, make_task
 RUN_ARGS = [
     "--tasks", "flipflop", "--seeds", "0,1", "--epochs", "1", "--batches-per-epoch", "2",
     "--batch-size", "8", "--hidden-size", "5", "--alphas", "0.9", "--controls", "2",
-    "--heldout-size", "16", "--no-progress",
+    "--heldout-size", "16", "--train-eval-size", "16", "--no-progress",
 ]  # fmt: skip
 
 

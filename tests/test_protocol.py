@@ -24,6 +24,7 @@ TINY = dict(
     alphas=(0.9,),
     controls=2,
     heldout_size=16,
+    train_eval_size=16,
 )
 N_MODELS = 4 * 2 + 3 * 2
 
@@ -174,6 +175,28 @@ def test_changed_option_recomputes_only_what_depends_on_it(tiny_run, tmp_path):
     assert res.computed["models"] == 2
 
 
+def test_copy_warmup_is_a_unit_of_its_own(tmp_path):
+    warm = dict(
+        tasks=("copy",),
+        copy_constructions=("dense-orthogonal",),
+        copy_warmup_replay_steps=8,
+        copy_warmup_target=1.0,
+        copy_warmup_max_steps=2,
+        copy_target=1.0,
+        copy_max_steps=3,
+    )
+    seen = []
+    res = _run(tmp_path, on_unit=lambda kind, path: seen.append(kind), **warm)
+    assert seen[:4] == ["warmup", "warmup", "models", "models"]
+    # steps count the warm-up too; unreachable targets run both budgets
+    assert res.models["steps"].tolist() == [2 + 3, 2 + 3]
+    assert res.models["solved"].notna().all()
+
+    again = _run(tmp_path, **{**warm, "copy_max_steps": 4})
+    assert again.reused["warmup"] == 2 and again.computed["models"] == 2
+    assert again.models["steps"].tolist() == [2 + 4, 2 + 4]
+
+
 def test_resolve_config_rejects_bad_options():
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         protocol.resolve_config("huge")
@@ -194,7 +217,7 @@ def test_paper_preset_has_the_design_settings():
     assert cfg.seeds == (0, 1, 2)
     assert (cfg.epochs, cfg.batches_per_epoch, cfg.batch_size, cfg.lr) == (30, 128, 64, 1e-3)
     assert (cfg.hidden_size, cfg.copy_hidden_size, cfg.init) == (64, 72, "orthogonal")
-    assert cfg.copy_target == 0.99 and cfg.alphas == (0.85, 0.9, 0.95)
+    assert cfg.copy_solved == 0.99 and cfg.alphas == (0.85, 0.9, 0.95)
     specs = protocol.model_specs(cfg)
     assert len(specs) == 3 * (4 + 3)
     assert {s.label for s in specs if s.task == "copy"} == set(protocol.COPY_CONSTRUCTIONS)
