@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--train-eval-size", type=int, help="trials of training's validation sets")
     run.add_argument("--backend", help="rollout backend: auto, reference, cpu, triton")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--verbose", action="store_true", help="also log every training epoch")
 
     ablate = sub.add_parser("ablate", help="the protocol on one trained model")
     ablate.add_argument("model", help="a schurfast checkpoint or a torch.save'd state dict")
@@ -151,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("schurfast")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # one line per stage; the per-epoch training lines only on request
+    verbose = getattr(args, "verbose", False)
+    logging.getLogger("schurfast.training").setLevel(logging.INFO if verbose else logging.WARNING)
     command = {"run": _run, "ablate": _ablate, "report": _report}[args.command]
     try:
         command(args)

@@ -317,19 +317,24 @@ def _figure_moduli(spectra: pd.DataFrame, models: pd.DataFrame, alpha: float, pa
     plt.close(fig)
 
 
-def _verdict(abl: pd.Series, ctl: pd.Series) -> str:
+def _verdict(abl: pd.Series, ctl: pd.Series, metric: str) -> str:
+    """How the ablation's mean damage compares with random changes of the same norm."""
     if ctl.empty or abl.empty:
         return "has no control to compare with"
-    lo, hi = np.quantile(ctl.to_numpy(), [0.05, 0.95])
-    m = abl.mean()
-    if m > hi:
-        return "is above the 95th percentile of its matched-norm control"
-    if m < lo:
-        return "is below the 5th percentile of its matched-norm control"
-    return "lies within the 5-95% range of its matched-norm control"
+    # damage is a drop in accuracy or a rise in FVU
+    sign = -1.0 if metric == "accuracy" else 1.0
+    lo, hi = np.quantile(sign * ctl.to_numpy(), [0.05, 0.95])
+    damage = sign * abl.mean()
+    if damage > hi:
+        return "more damage than 95% of random changes of the same norm"
+    if damage < lo:
+        return "less damage than 95% of random changes of the same norm"
+    return "damage within the 5-95% range of random changes of the same norm"
 
 
 def _words(results: pd.DataFrame, models: pd.DataFrame, alpha: float) -> list[str]:
+    from schurfast.protocol import MIN_MASS
+
     lines = []
     for task, construction in _groups(results):
         part = results[
@@ -345,11 +350,14 @@ def _words(results: pd.DataFrame, models: pd.DataFrame, alpha: float) -> list[st
         for block in BLOCKS:
             abl = part[(part["kind"] == "ablation") & (part["subset"] == block)]
             ctl = part[(part["kind"] == "control") & (part["subset"] == block)]
+            if (abl["mass"] < MIN_MASS).all():
+                sentence.append(f"N_{block} holds no mass (n_R = {_n_R(abl['n_R'])});")
+                continue
+            verdict = _verdict(abl["delta"].dropna(), ctl["delta"].dropna(), metric)
             sentence.append(
                 f"removing N_{block} ({_mean_sem(abl['mass'])} of the Schur mass) changes "
-                f"{metric} by {_mean_sem(abl['delta'])}, which "
-                f"{_verdict(abl['delta'].dropna(), ctl['delta'].dropna())}"
-                f" ({_quantiles(ctl['delta'])});"
+                f"{metric} by {_mean_sem(abl['delta'])}: {verdict} "
+                f"(control Δ {_quantiles(ctl['delta'])});"
             )
         lines.append(" ".join(sentence).rstrip(";") + ".")
     return lines
