@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--controls", type=int, help="matched-norm draws per single-block ablation")
     run.add_argument("--heldout-size", type=int, help="held-out trials per task")
     run.add_argument("--train-eval-size", type=int, help="trials of training's validation sets")
+    run.add_argument("--train-threads", type=int, help="torch threads while training (default 1)")
     run.add_argument("--backend", help="rollout backend: auto, reference, cpu, triton")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--verbose", action="store_true", help="also log every training epoch")
@@ -109,6 +110,7 @@ def _run(args) -> None:
         "controls": args.controls,
         "heldout_size": args.heldout_size,
         "train_eval_size": args.train_eval_size,
+        "train_threads": args.train_threads,
         "backend": args.backend,
     }
     # options not given keep the preset's values

@@ -24,6 +24,7 @@ itself to have it checked.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -89,6 +90,7 @@ class ProtocolConfig:
     copy_warmup_max_steps: int | None = 4000
     copy_solved: float = 0.99
     train_eval_size: int = 1024
+    train_threads: int | None = 1
     alphas: tuple[float, ...] = (0.85, 0.9, 0.95)
     controls: int = 16
     control_seed: int = 0
@@ -196,6 +198,8 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     for key in (*positive, "train_eval_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.train_threads is not None and cfg.train_threads < 1:
+        raise ValueError(f"train_threads must be >= 1 or None, got {cfg.train_threads}")
     if cfg.copy_hidden_size < 1 or cfg.controls < 0:
         raise ValueError("copy_hidden_size must be >= 1 and controls >= 0")
     _check_device(cfg.device)
@@ -342,6 +346,8 @@ def _train_key(spec: ModelSpec, cfg: ProtocolConfig, task) -> dict[str, Any]:
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "eval_size": cfg.train_eval_size,
+        # the thread count can change the order of float reductions, so it is part of the key
+        "threads": cfg.train_threads,
         "target": cfg.copy_target if is_copy else None,
         "max_steps": cfg.copy_max_steps if is_copy else None,
         "warmup": _warmup_key(cfg) if is_copy else None,
@@ -382,15 +388,16 @@ def _train_models(cfg, specs, tasks, units, progress):
     for members in missing:
         spec = specs[members[0]]
         bar.set_postfix_str(f"{spec.task} {spec.label} H={spec.hidden_size}")
-        _train_group(
-            cfg,
-            [specs[i] for i in members],
-            [keys[i] for i in members],
-            [paths[i] for i in members],
-            tasks[spec.task],
-            units,
-            progress,
-        )
+        with _torch_threads(cfg.train_threads):
+            _train_group(
+                cfg,
+                [specs[i] for i in members],
+                [keys[i] for i in members],
+                [paths[i] for i in members],
+                tasks[spec.task],
+                units,
+                progress,
+            )
         bar.update(len(members))
     bar.close()
 
@@ -418,6 +425,18 @@ def _train_models(cfg, specs, tasks, units, progress):
             }
         )
     return models, pd.DataFrame(rows)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    # the matrices are small: on a few cores one thread avoids contention between threads
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
