@@ -34,6 +34,7 @@ import platform
 import sys
 import tempfile
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +53,6 @@ COPY_CONSTRUCTIONS = ("dense-default", "dense-orthogonal", "dense-normal", "cayl
 UnitHook = Callable[[str, Path], None]
 # below this relative mass a change is within float32 rounding of W_hh; S is left undefined
 MIN_MASS = 1e-6
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,13 @@ class ProtocolConfig:
     ``copy_warmup_target`` or ``copy_warmup_max_steps`` steps, then the full task until the
     validation accuracy reaches ``copy_target`` or after ``copy_max_steps`` more steps
     (``None`` targets train exactly ``epochs`` epochs). A controller counts as solved when its
-    held-out replay accuracy is at least ``copy_solved``.
+    held-out replay accuracy is at least ``copy_solved``. Training runs on ``train_threads``
+    torch threads and checks itself on ``train_eval_size`` validation trials.
+
+    Evaluation: every subset of {RR, RC, CC} for every threshold in ``alphas``, ``controls``
+    matched-norm random draws per single-block ablation (seeded by ``control_seed`` and the
+    matrix), ``heldout_size`` held-out trials per task, variants rolled out in chunks of at
+    most ``max_batch_bytes`` of outputs and hidden states on ``device`` with ``backend``.
     """
 
     name: str = "custom"
@@ -105,7 +110,8 @@ class ProtocolConfig:
 
 
 PRESETS: dict[str, ProtocolConfig] = {
-    # the settings of DESIGN.md: 3 seeds, 30 epochs of 128 batches of 64
+    # the settings of DESIGN.md (3 seeds, 30 epochs of 128 batches of 64); copy controllers
+    # warm up on a 24-step replay, then train on the full task until solved or out of budget
     "paper": ProtocolConfig(name="paper"),
     # every task and construction end to end, small enough for a laptop in minutes
     "quick": ProtocolConfig(
@@ -275,15 +281,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     # write beside the target and rename, so a reader never sees half a file
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        write(Path(tmp))
-        # mkstemp creates the file private; give it the permissions of an ordinary file
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

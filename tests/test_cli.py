@@ -94,6 +94,18 @@ def test_ablate_state_dict_matches_plain_torch(flipflop_state, capsys, tmp_path)
     assert (out / "results.parquet").is_file() and (out / "summary.md").is_file()
 
 
+def test_ablate_reads_a_schurfast_checkpoint(tmp_path, capsys):
+    from schurfast.checkpoints import save_checkpoint
+    from schurfast.models import TanhRNN
+
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(TanhRNN(3, 6, 3, seed=1), path)
+    argv = ["ablate", str(path), "--task", "flipflop", "--controls", "2", "--heldout-size", "8"]
+    assert main(argv) == 0
+    assert "| RR+RC+CC |" in capsys.readouterr().out
+    _fails(capsys, [*argv[:3], "sine"], "input size 3 and output size 3")
+
+
 def test_ablate_finds_prefixes_or_asks_for_them(flipflop_state, tmp_path, capsys):
     net, _ = flipflop_state
     state = {f"a.{k}": v for k, v in net.state_dict().items()}
