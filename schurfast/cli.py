@@ -141,9 +141,9 @@ def _ablate(args) -> None:
 
 
 def _report(args) -> None:
-    from schurfast.report import build_report
+    from schurfast import protocol
 
-    print(f"report: {build_report(args.dir)}")
+    print(f"report: {protocol.report(args.dir)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

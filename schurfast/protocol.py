@@ -1159,3 +1159,14 @@ def ablate_model(
             out is not None,
         )
     return res.results
+
+
+def report(out: str | os.PathLike) -> Path:
+    """Rebuild tables, figures and ``report.md`` from a run directory; ``schurfast report``.
+
+    Raises:
+        ValueError: ``out`` holds no results of a run.
+    """
+    from schurfast.report import build_report
+
+    return build_report(out)
