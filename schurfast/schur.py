@@ -138,13 +138,18 @@ def _validate(W: Any) -> tuple[np.ndarray, Any, torch.device | None]:
     return array, dtype, device
 
 
+def _name(index: tuple[int, ...]) -> str:
+    """How messages name a matrix: ``W`` alone, ``W[2]`` or ``W[1, 0]`` in a batch."""
+    return "W" if not index else "W[" + ", ".join(str(i) for i in index) + "]"
+
+
 def _check_finite(flat: np.ndarray, batch_shape: tuple[int, ...]) -> None:
     finite = np.isfinite(flat).all(axis=(1, 2))
     if not finite.all():
         bad = int(np.argmin(finite))
         index = tuple(int(i) for i in np.unravel_index(bad, batch_shape))
         raise ValueError(
-            f"ordered_schur: matrix at batch index {index} contains NaN or Inf; "
+            f"ordered_schur: {_name(index)} (batch index {index}) contains NaN or Inf; "
             "the Schur form needs finite entries"
         )
 
@@ -186,7 +191,7 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
 
     batch_shape = array.shape[:-2]
     H = array.shape[-1]
-    flat = array.reshape(-1, H, H)
+    flat = array.reshape((int(np.prod(batch_shape, dtype=np.int64)), H, H))
     _check_finite(flat, batch_shape)
 
     # an empty batch or H = 0 has nothing to decompose
@@ -260,15 +265,15 @@ def _schur_error(
     index = tuple(int(i) for i in np.unravel_index(flat_index, batch_shape))
     if status[flat_index] == "no_convergence":
         return SchurError(
-            f"ordered_schur: the QR iteration did not converge for the matrix at batch index "
-            f"{index}",
+            f"ordered_schur: the QR iteration did not converge for {_name(index)} "
+            f"(batch index {index})",
             index,
             None,
         )
     first, second = int(out["fail_first"][flat_index]), int(out["fail_second"][flat_index])
     return SchurError(
         f"ordered_schur: LAPACK refused to exchange the diagonal blocks starting at rows "
-        f"{first} and {second} of the matrix at batch index {index} "
+        f"{first} and {second} of {_name(index)} (batch index {index}) "
         f"({int(out['restarts'][flat_index])} fresh decompositions tried); pass "
         "on_error='status' to keep the other matrices",
         index,
