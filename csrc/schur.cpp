@@ -46,8 +46,16 @@ struct Workspace {
   int lwork = 1;
 
   explicit Workspace(int n_)
-      : n(n_), W(size_t(n_) * n_), A(size_t(n_) * n_), Z(size_t(n_) * n_), P(size_t(n_) * n_), wr(n_), wi(n_),
-        work_trexc(n_), v(n_), bwork(n_) {
+      : n(n_),
+        W(size_t(n_) * n_),
+        A(size_t(n_) * n_),
+        Z(size_t(n_) * n_),
+        P(size_t(n_) * n_),
+        wr(n_),
+        wi(n_),
+        work_trexc(n_),
+        v(n_),
+        bwork(n_) {
     // workspace query, once per thread
     double query = 0.0;
     int sdim = 0, info = 0, minus_one = -1;
@@ -118,8 +126,8 @@ bool reorder(Workspace& ws, ReorderOutcome& out) {
       if (!(m_prev < m_cur) || ties(m_prev, m_cur, kTieRtol)) break;
 
       int ifst = cur + 1, ilst = prev + 1, info = 0;
-      scipy_dtrexc_("V", &n, ws.A.data(), &n, ws.Z.data(), &n, &ifst, &ilst,
-                    ws.work_trexc.data(), &info, 1);
+      scipy_dtrexc_("V", &n, ws.A.data(), &n, ws.Z.data(), &n, &ifst, &ilst, ws.work_trexc.data(),
+                    &info, 1);
       if (info == 1) {
         // too close to exchange stably; fine for numerically inseparable moduli
         out.refused += 1;
@@ -194,8 +202,8 @@ void one_matrix(Workspace& ws, SchurBatch& b, int64_t m, double& t_schur, double
   double max_abs = 0.0;
   for (size_t k = 0; k < nn; ++k) max_abs = std::max(max_abs, std::abs(W[k]));
   int e = 0;
-  if (max_abs > 0.0 && (std::ilogb(max_abs) > kScaleExponent ||
-                        std::ilogb(max_abs) < -kScaleExponent)) {
+  if (max_abs > 0.0 &&
+      (std::ilogb(max_abs) > kScaleExponent || std::ilogb(max_abs) < -kScaleExponent)) {
     e = std::ilogb(max_abs);
   }
   for (int i = 0; i < n; ++i)
@@ -265,7 +273,8 @@ void one_matrix(Workspace& ws, SchurBatch& b, int64_t m, double& t_schur, double
       wr[j] = std::ldexp(blocks.at(j, j), e);
       wi[j] = 0.0;
     } else {
-      double im = std::sqrt(std::abs(blocks.at(j, j + 1))) * std::sqrt(std::abs(blocks.at(j + 1, j)));
+      double im =
+          std::sqrt(std::abs(blocks.at(j, j + 1))) * std::sqrt(std::abs(blocks.at(j + 1, j)));
       wr[j] = wr[j + 1] = std::ldexp(blocks.at(j, j), e);
       wi[j] = std::ldexp(im, e);
       wi[j + 1] = -wi[j];

@@ -69,7 +69,9 @@ def _like(F: SchurResult, x: np.ndarray, dtype: Any = None) -> Any:
 
 def _check_result(F: Any, caller: str) -> None:
     if not isinstance(F, SchurResult):
-        raise TypeError(f"{caller}: expected a SchurResult from ordered_schur, got {type(F).__name__}")
+        raise TypeError(
+            f"{caller}: expected a SchurResult from ordered_schur, got {type(F).__name__}"
+        )
     failed = np.flatnonzero(np.asarray(F.status).reshape(-1) != "ok")
     if failed.size:
         index = tuple(int(i) for i in np.unravel_index(int(failed[0]), F.batch_shape))

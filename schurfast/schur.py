@@ -200,7 +200,7 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
     else:
         out = _core.ordered_schur(np.ascontiguousarray(flat))
 
-    status = np.asarray(STATUS_NAMES, dtype=object)[out["status"]].astype(str)
+    status = np.asarray(STATUS_NAMES, dtype=object)[out["status"]].astype("<U16")
     failed = np.flatnonzero(status != "ok")
     if failed.size and on_error == "raise":
         raise _schur_error(int(failed[0]), out, status, batch_shape)
