@@ -119,9 +119,7 @@ def main():
         t_unordered = median_seconds(
             lambda W=W: _core.ordered_schur(W, reorder=False), args.repeats + 2
         )
-        t_scipy = median_seconds(
-            lambda W=W: [scipy.linalg.schur(w) for w in W], args.repeats
-        )
+        t_scipy = median_seconds(lambda W=W: [scipy.linalg.schur(w) for w in W], args.repeats)
         t_scipy_ordered = median_seconds(
             lambda W=W: [scipy_ordered_schur(w) for w in W], args.repeats
         )

@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -84,4 +85,38 @@ must be finite (not checked here). With reorder=False the blocks stay in LAPACK'
 (for timing). Returns a dict of arrays: Q, T [batch, H, H]; wr, wi, moduli, block_sizes
 [batch, H]; refused, accepted, restarts, status, fail_first, fail_second [batch]; and the
 seconds spent in the Schur step and in the reordering, summed over threads.)doc");
+  m.def(
+      "reorder_schur_form",
+      [](py::array_t<double, py::array::c_style | py::array::forcecast> T,
+         py::array_t<double, py::array::c_style | py::array::forcecast> Q) {
+        if (T.ndim() != 2 || T.shape(0) != T.shape(1) || Q.ndim() != 2 ||
+            Q.shape(0) != T.shape(0) || Q.shape(1) != T.shape(0)) {
+          throw std::invalid_argument("reorder_schur_form: T and Q must be [H, H] alike");
+        }
+        py::array_t<double> T_out({T.shape(0), T.shape(1)}), Q_out({Q.shape(0), Q.shape(1)});
+        std::copy(T.data(), T.data() + T.size(), T_out.mutable_data());
+        std::copy(Q.data(), Q.data() + Q.size(), Q_out.mutable_data());
+        schurfast::ReorderOutcome outcome;
+        bool ok = false;
+        {
+          py::gil_scoped_release release;
+          schurfast::BlasSingleThreaded single;
+          ok = schurfast::reorder_schur_form(T.shape(0), T_out.mutable_data(), Q_out.mutable_data(),
+                                             outcome);
+        }
+        py::dict out;
+        out["T"] = T_out;
+        out["Q"] = Q_out;
+        out["ok"] = ok;
+        out["refused"] = outcome.refused;
+        out["accepted"] = outcome.accepted;
+        out["fail_first"] = outcome.fail_first;
+        out["fail_second"] = outcome.fail_second;
+        return out;
+      },
+      py::arg("T"), py::arg("Q"),
+      R"doc(Reorders one real Schur form T [H, H] (with Q [H, H]) by nonincreasing modulus.
+
+The reordering step of ordered_schur alone, for tests of refused exchanges. Returns a dict:
+T, Q, ok, refused, accepted, fail_first, fail_second.)doc");
 }

@@ -96,14 +96,6 @@ bool ties(double m1, double m2, double rtol) {
   return std::abs(m1 - m2) <= rtol * std::max(m1, m2);
 }
 
-struct ReorderOutcome {
-  int refused = 0;
-  int accepted = 0;
-  // start rows of the two blocks of an exchange that failed; -1 when none did
-  int fail_first = -1;
-  int fail_second = -1;
-};
-
 // Insertion sort of the diagonal blocks of T (and the columns of Z) into nonincreasing
 // modulus. A block only moves past strictly smaller ones, so ties keep their order. The
 // block structure is read again after every exchange; when a 2x2 block splits into two real
@@ -288,6 +280,24 @@ void one_matrix(Workspace& ws, SchurBatch& b, int64_t m, double& t_schur, double
 }
 
 }  // namespace
+
+bool reorder_schur_form(int64_t H, double* T, double* Q, ReorderOutcome& out) {
+  int n = int(H);
+  if (n == 0) return true;
+  Workspace ws(n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      ws.A[size_t(j) * n + i] = T[size_t(i) * n + j];
+      ws.Z[size_t(j) * n + i] = Q[size_t(i) * n + j];
+    }
+  bool ok = reorder(ws, out);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      T[size_t(i) * n + j] = ws.A[size_t(j) * n + i];
+      Q[size_t(i) * n + j] = ws.Z[size_t(j) * n + i];
+    }
+  return ok;
+}
 
 void ordered_schur_batch(SchurBatch& b) {
   if (b.batch == 0 || b.H == 0) return;

@@ -57,6 +57,21 @@ struct SchurBatch {
   double seconds_reorder = 0.0;
 };
 
+// Outcome of reordering one Schur form.
+struct ReorderOutcome {
+  int refused = 0;
+  int accepted = 0;
+  // start rows of the two blocks of an exchange that failed; -1 when none did
+  int fail_first = -1;
+  int fail_second = -1;
+};
+
+// Reorders one real Schur form in place, T and Q row-major [H, H], keeping Q T Q^T. This is
+// the reordering step of ordered_schur_batch, alone, so that forms on which LAPACK refuses
+// an exchange can be handed to it directly; without W there is no fresh decomposition to
+// fall back on, so it returns false on any refusal that is not a near tie.
+bool reorder_schur_form(int64_t H, double* T, double* Q, ReorderOutcome& out);
+
 // Computes the ordered real Schur form of every matrix of the batch, OpenMP threads over
 // the batch, OpenBLAS single-threaded inside.
 void ordered_schur_batch(SchurBatch& b);

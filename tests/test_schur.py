@@ -273,27 +273,67 @@ def test_ordered_schur_errors(monkeypatch):
         schurfast.ordered_schur(W)
 
 
-def test_ordered_schur_failure_names_the_matrix(monkeypatch):
-    # the core reports an exchange it could not make for matrix 1; the boundary must raise
-    # naming it, or with on_error="status" keep the others and poison that one
-    real = _core.ordered_schur
+# Schur forms with nearly defective 2x2 blocks (|b / c| far from 1) on which LAPACK's block
+# exchange refuses to move the second block above the first
+NEAR_TIE = np.array(
+    [
+        [1.0, 2.0**-30, 1.0, 1.0],
+        [-(2.0**10), 1.0, -1.0, 1.0],
+        [0.0, 0.0, 1 + 2.0**-24, 2.0**-30 * (1 + 2.0**-24)],
+        [0.0, 0.0, -(2.0**10) * (1 + 2.0**-24), 1 + 2.0**-24],
+    ]
+)
+RECOVERABLE = np.array(
+    [
+        [1.0, 8.0009e-11, 208000.0, -302110.0],
+        [-30491.0, 1.0, -707200.0, -407410.0],
+        [0.0, 0.0, 1.0001, 1.4434e-07],
+        [0.0, 0.0, -16.908, 1.0001],
+    ]
+)
+UNRECOVERABLE = np.array(
+    [
+        [0.9999, 6.955e-10, 19.284, 15.634],
+        [-281960.0, 0.9999, -29.526, -3.632],
+        [0.0, 0.0, 1.0016, 1.0822e-09],
+        [0.0, 0.0, -182220.0, 1.0016],
+    ]
+)
 
-    def failing(W, reorder=True):
-        out = real(W, reorder)
-        out["status"][1] = 2
-        out["fail_first"][1], out["fail_second"][1] = 3, 5
-        return out
 
-    monkeypatch.setattr(schurfast.schur._core, "ordered_schur", failing)
-    W = np.random.default_rng(0).standard_normal((3, 8, 8))
-    with pytest.raises(schurfast.SchurError, match=r"rows 3 and 5 of W\[1\]") as info:
+def test_ordered_schur_accepts_refused_near_ties():
+    # moduli 1 apart by 2^-24 relative: inseparable, the refusal is accepted and counted
+    alone = _core.reorder_schur_form(NEAR_TIE, np.eye(4))
+    assert alone["ok"] and alone["refused"] == alone["accepted"] == 1
+    F = schurfast.ordered_schur(NEAR_TIE)
+    assert F.refused >= 1 and F.accepted >= 1 and F.restarts == 0
+    check_schur(NEAR_TIE, F)
+
+
+def test_ordered_schur_recovers_refused_exchange():
+    # the exchange alone fails; a fresh decomposition after a reflection succeeds
+    alone = _core.reorder_schur_form(RECOVERABLE, np.eye(4))
+    assert not alone["ok"] and (alone["fail_first"], alone["fail_second"]) == (0, 2)
+    F = schurfast.ordered_schur(RECOVERABLE)
+    assert F.status == "ok" and F.refused >= 1 and F.restarts >= 1
+    check_schur(RECOVERABLE, F)
+
+
+def test_ordered_schur_refused_exchange_names_the_matrix():
+    W = np.stack([RECOVERABLE, UNRECOVERABLE, NEAR_TIE])
+    with pytest.raises(schurfast.SchurError, match=r"rows \d and \d of W\[1\]") as info:
         schurfast.ordered_schur(W)
-    assert info.value.index == (1,) and info.value.blocks == (3, 5)
+    assert info.value.index == (1,) and len(info.value.blocks) == 2
 
+    # with on_error="status" the other matrices come back; the failed one is NaN, never unsorted
     F = schurfast.ordered_schur(W, on_error="status")
     assert list(F.status) == ["ok", "exchange_refused", "ok"]
-    assert np.isnan(F.T[1]).all() and np.isnan(F.moduli[1]).all()
-    check_one(W[0], F.Q[0], F.T[0], F.eigenvalues[0], F.block_sizes[0], F.moduli[0], 0)
+    assert list(F.ok) == [True, False, True]
+    assert np.isnan(F.T[1]).all() and np.isnan(F.Q[1]).all() and np.isnan(F.moduli[1]).all()
+    assert F.refused[1] == 3 and F.restarts[1] == 2
+    for m in (0, 2):
+        args = (F.Q[m], F.T[m], F.eigenvalues[m], F.block_sizes[m], F.moduli[m], F.accepted[m])
+        check_one(W[m], *args)
 
 
 @pytest.mark.parametrize("name", sorted(CASES_BY_NAME))
