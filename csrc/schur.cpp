@@ -141,6 +141,17 @@ bool reorder(Workspace& ws, ReorderOutcome& out) {
 
     pos = split ? 0 : pos + s;
   }
+
+  // the sort's promise, checked once more: an unsorted T is never handed out
+  double rtol = out.accepted ? kRefusedTieRtol : kTieRtol;
+  for (int j = 0, k = blocks.size(0); k < n; j = k, k += blocks.size(k)) {
+    double m_j = blocks.modulus(j), m_k = blocks.modulus(k);
+    if (m_j < m_k && !ties(m_j, m_k, rtol)) {
+      out.fail_first = j;
+      out.fail_second = k;
+      return false;
+    }
+  }
   return true;
 }
 
