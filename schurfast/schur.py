@@ -161,8 +161,8 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
         W: ``[H, H]`` or ``[..., H, H]`` float32/float64 numpy array or torch tensor (a CUDA
             tensor is computed on the host, results returned on its device).
         on_error: ``"raise"`` raises :class:`SchurError` for the first matrix that fails;
-            ``"status"`` returns every matrix, the failed ones filled with NaN and named in
-            ``status``.
+            ``"status"`` returns every matrix, the failed ones filled with NaN (block sizes
+            0) and named in ``status``.
 
     Returns:
         SchurResult: ``Q``, ``T`` float64 ``[..., H, H]``; ``eigenvalues`` complex
@@ -212,9 +212,10 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
         "eigenvalues": eigenvalues,
         "moduli": out["moduli"],
     }
-    # never hand out an unsorted form: a failed matrix is NaN throughout
+    # never hand out an unsorted form: a failed matrix is NaN throughout, its block sizes 0
     for name in values:
         values[name][failed] = np.nan
+    out["block_sizes"][failed] = 0
 
     def shaped(x: np.ndarray, tail: tuple[int, ...]) -> Any:
         x = x.reshape(batch_shape + tail)

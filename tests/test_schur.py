@@ -330,6 +330,7 @@ def test_ordered_schur_refused_exchange_names_the_matrix():
     assert list(F.status) == ["ok", "exchange_refused", "ok"]
     assert list(F.ok) == [True, False, True]
     assert np.isnan(F.T[1]).all() and np.isnan(F.Q[1]).all() and np.isnan(F.moduli[1]).all()
+    assert np.isnan(F.eigenvalues[1]).all() and not F.block_sizes[1].any()
     assert F.refused[1] == 3 and F.restarts[1] == 2
     for m in (0, 2):
         args = (F.Q[m], F.T[m], F.eigenvalues[m], F.block_sizes[m], F.moduli[m], F.accepted[m])
