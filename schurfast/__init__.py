@@ -12,4 +12,18 @@ from schurfast import _core  # noqa: E402
 
 __version__ = _core.__version__
 
-__all__ = ["__version__"]
+from schurfast.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from schurfast.models import TanhRNN  # noqa: E402
+from schurfast.tasks import make_task  # noqa: E402
+from schurfast.training import TrainingError, evaluate, train  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "TanhRNN",
+    "TrainingError",
+    "evaluate",
+    "load_checkpoint",
+    "make_task",
+    "save_checkpoint",
+    "train",
+]
