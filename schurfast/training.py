@@ -21,6 +21,7 @@ measured afterwards on the held-out set (``HELDOUT_SEED``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
@@ -95,6 +96,28 @@ def _reached(task: Task, value: float, target: float | None) -> bool | None:
     return bool(value >= target) if task.metric_name == "accuracy" else bool(value <= target)
 
 
+def _copies(
+    init_from: Sequence[TanhRNN], seeds: list[int], sizes: tuple[int, int, int], construction: str
+) -> list[TanhRNN]:
+    if len(init_from) != len(seeds):
+        raise ValueError(f"init_from needs one model per seed ({len(seeds)}), got {len(init_from)}")
+    for seed, model in zip(seeds, init_from, strict=True):
+        if not isinstance(model, TanhRNN):
+            raise TypeError(f"init_from must hold TanhRNN models, got {type(model).__name__}")
+        got = (model.input_size, model.hidden_size, model.output_size, model.construction)
+        if got != (*sizes, construction):
+            raise ValueError(
+                f"init_from model for seed {seed} has (I, H, O, construction) = {got}, expected"
+                f" {(*sizes, construction)}"
+            )
+        trained_seed = (model.train_info or {}).get("seed", seed)
+        if trained_seed != seed:
+            raise ValueError(
+                f"init_from model for seed {seed} was trained with seed {trained_seed}"
+            )
+    return [copy.deepcopy(m) for m in init_from]
+
+
 def evaluate(
     model: TanhRNN, task: Task, n: int = 1024, seed: int | Sequence[int] = HELDOUT_SEED
 ) -> float:
@@ -139,6 +162,7 @@ def train(
     max_bad_steps: int = 25,
     lr_schedule: str = "constant",
     eval_n: int = 1024,
+    init_from: Sequence[TanhRNN] | None = None,
 ) -> list[TanhRNN]:
     """Train one ``TanhRNN`` per seed on ``task``, all seeds as one batched model.
 
@@ -163,12 +187,16 @@ def train(
         max_bad_steps: consecutive non-finite steps of one seed that raise ``TrainingError``.
         lr_schedule: ``"constant"``, or ``"cosine"`` (decay to zero over the step budget).
         eval_n: trials of the validation and held-out sets.
+        init_from: models to continue from, one per seed (copied, not changed), for example
+            trained on an easier version of the task. Their batch streams continue after the
+            steps they already took; Adam starts afresh.
 
     Returns:
         one trained model per seed, in ``seeds`` order, each with ``.train_info``: ``seed``,
-        ``steps``, ``skipped_steps``, ``final_loss`` (mean finite loss of its last epoch),
-        ``heldout_metric``, ``validation_metric``, ``reached_target`` (bool on the held-out
-        metric, None without a target), ``wall_s`` (time until it stopped), and ``config``.
+        ``steps`` (including those of ``init_from``), ``skipped_steps``, ``final_loss`` (mean
+        finite loss of its last epoch), ``heldout_metric``, ``validation_metric``,
+        ``reached_target`` (bool on the held-out metric, None without a target), ``wall_s``
+        (time until it stopped), and ``config``.
 
     Raises:
         TrainingError: ``max_bad_steps`` consecutive non-finite steps for a seed.
@@ -221,7 +249,13 @@ def train(
         optimizer="adam",
     )
     sizes = (task.input_size, hidden_size, task.output_size)
-    models = [TanhRNN(*sizes, construction, init, bias=bias, seed=s).to(device) for s in seeds]
+    if init_from is None:
+        models = [TanhRNN(*sizes, construction, init, bias=bias, seed=s) for s in seeds]
+    else:
+        models = _copies(init_from, seeds, sizes, construction)
+        config["init_from_steps"] = [(m.train_info or {}).get("steps", 0) for m in init_from]
+    models = [m.to(device) for m in models]
+    offset = [(m.train_info or {}).get("steps", 0) for m in models]
     params = [list(m.parameters()) for m in models]
     opt = torch.optim.Adam([p for ps in params for p in ps], lr=lr)
     validation = task.sample(eval_n, VALIDATION_SEED)
@@ -248,7 +282,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / budget))
 
-        batches = [task.sample(batch_size, (seeds[i], step, 1)) for i in active]
+        batches = [task.sample(batch_size, (seeds[i], offset[i] + step, 1)) for i in active]
         x = torch.stack([bt.x for bt in batches]).to(device)
         y = torch.stack([bt.y for bt in batches]).to(device)
         mask = torch.stack([bt.mask for bt in batches]).to(device)
@@ -321,7 +355,7 @@ def train(
     for i, model in enumerate(models):
         model.train_info = dict(
             seed=seeds[i],
-            steps=steps[i],
+            steps=offset[i] + steps[i],
             skipped_steps=skipped[i],
             final_loss=float(np.mean(last_losses[i])) if last_losses[i] else math.nan,
             heldout_metric=float(heldout[i]),

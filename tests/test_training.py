@@ -149,3 +149,28 @@ def test_train_errors():
         train(task, construction="lstm", **SMALL)
     with pytest.raises(ValueError, match="needs I=4, O=1"):
         evaluate(TanhRNN(1, 4, 1), make_task("integration"))
+
+
+def test_init_from_continues_training_without_changing_its_inputs():
+    task = make_task("flipflop")
+    first = train(task, seeds=(0, 1), **SMALL)
+    before = [_weights(m) for m in first]
+    second = train(task, seeds=(0, 1), init_from=first, **SMALL)
+
+    for model, weights in zip(first, before, strict=True):
+        for k, v in _weights(model).items():
+            assert torch.equal(v, weights[k])
+    assert [m.train_info["steps"] for m in second] == [16, 16]
+    assert second[0].train_info["config"]["init_from_steps"] == [8, 8]
+    assert not torch.allclose(second[0].W_hh, first[0].W_hh)
+
+
+def test_init_from_errors():
+    task = make_task("flipflop")
+    first = train(task, seeds=(0, 1), **SMALL)
+    with pytest.raises(ValueError, match="one model per seed"):
+        train(task, seeds=(0,), init_from=first, **SMALL)
+    with pytest.raises(ValueError, match="was trained with seed 1"):
+        train(task, seeds=(0, 2), init_from=first, **SMALL)
+    with pytest.raises(ValueError, match="construction"):
+        train(task, seeds=(0, 1), construction="cayley", init_from=first, **SMALL)
