@@ -8,7 +8,8 @@ Targets (held-out set, 1024 trials, ``HELDOUT_SEED``):
   Schedule (a two-stage curriculum, all else default): stage 1 trains on the copy task with a
   24-step replay (``replay_steps=24``, L = 32) until the validation accuracy reaches 0.999
   (budget ``--stage1-max-steps``); stage 2 continues from those weights on the full task
-  (128-step replay) until the validation accuracy reaches 0.99 (budget ``--copy-max-steps``).
+  (128-step replay) until the validation accuracy reaches 0.995 (budget
+  ``--copy-max-steps``), a margin over the 0.99 the held-out set must show.
   The periodic replay learnt over 24 steps carries over to 128 steps, and a short step costs
   about a quarter of a full one.
 
@@ -32,8 +33,8 @@ from schurfast.training import train
 
 RUNS = [
     # name, hidden size, construction, target used for early stopping, acceptance check
-    ("copy", 72, "dense", 0.99, lambda m: m >= 0.99),
-    ("copy", 72, "cayley", 0.99, lambda m: m >= 0.99),
+    ("copy", 72, "dense", 0.995, lambda m: m >= 0.99),
+    ("copy", 72, "cayley", 0.995, lambda m: m >= 0.99),
     ("flipflop", 64, "dense", None, lambda m: m <= 0.02),
     ("sine", 64, "dense", None, lambda m: m <= 0.02),
     ("integration", 64, "dense", None, lambda m: m <= 0.02),

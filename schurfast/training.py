@@ -309,12 +309,14 @@ def train(
                 p.grad = None
             skipped[i] += 1
             bad_run[i] += 1
-            logger.warning("seed %d: non-finite loss or gradient at step %d", seeds[i], step)
+            logger.warning(
+                "seed %d: non-finite loss or gradient at step %d", seeds[i], offset[i] + step
+            )
             if bad_run[i] >= max_bad_steps:
                 bar.close()
                 raise TrainingError(
                     f"seed {seeds[i]}: {bad_run[i]} consecutive non-finite steps ending at step"
-                    f" {step} (loss {value}, gradient norm {float(norm)}); lower lr or"
+                    f" {offset[i] + step} (loss {value}, gradient norm {float(norm)}); lower lr or"
                     " grad_clip"
                 )
         opt.step()
@@ -333,7 +335,9 @@ def train(
             construction,
             math.ceil(step / batches_per_epoch),
             step,
-            " ".join(f"{np.mean(epoch_losses[i]):.4g}" for i in active),
+            " ".join(
+                f"{np.mean(epoch_losses[i]) if epoch_losses[i] else math.nan:.4g}" for i in active
+            ),
             task.metric_name,
             " ".join(f"{val_metric[i]:.4g}" for i in active),
         )

@@ -103,6 +103,14 @@ def test_non_finite_steps_are_skipped_per_seed():
     assert not torch.allclose(poisoned[1].W_hh, clean[1].W_hh, atol=1e-6)
 
 
+def test_an_epoch_of_skipped_steps_is_logged_not_fatal():
+    task = PoisonedFlipFlop({(1, k) for k in range(4)})
+    models = train(task, seeds=(0, 1), max_bad_steps=5, **SMALL)
+
+    assert [m.train_info["skipped_steps"] for m in models] == [0, 4]
+    assert np.isfinite(models[1].train_info["final_loss"])
+
+
 def test_consecutive_non_finite_steps_raise_naming_seed_and_step():
     task = PoisonedFlipFlop({(2, k) for k in range(3, 8)})
     with pytest.raises(
