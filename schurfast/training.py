@@ -60,11 +60,14 @@ def _rollout_seeds(
     if b is not None:
         u = u + b[:, None, None, :]
 
+    # unbind once: indexing u[:, :, t] in the loop would make every step's backward allocate
+    # and fill a gradient the size of all of u
+    u_t = u.unbind(dim=2)
     h = x.new_zeros(S, B, W_hh.shape[-1])
     W_hh_T = W_hh.transpose(-1, -2)
     states = []
     for t in range(L):
-        h = torch.tanh(torch.bmm(h, W_hh_T) + u[:, :, t])
+        h = torch.tanh(torch.bmm(h, W_hh_T) + u_t[t])
         states.append(h)
     hidden = torch.stack(states, dim=2)
 
