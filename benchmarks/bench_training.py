@@ -6,7 +6,8 @@ against the seeds trained alone. Reported: median wall time over repeats, steps 
 (seed-steps: one step of one seed) and the ratio.
 
 Usage:
-    python benchmarks/bench_training.py [--task sine] [--hidden 64] [--steps 60] [--repeats 3]
+    python benchmarks/bench_training.py [--task sine] [--hidden 64] [--batch-size 64]
+        [--steps 60] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--construction", default="dense")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -40,6 +42,7 @@ def main() -> None:
         construction=args.construction,
         epochs=1,
         batches_per_epoch=args.steps,
+        batch_size=args.batch_size,
         quiet=True,
         eval_n=64,
     )
@@ -66,7 +69,7 @@ def main() -> None:
     t_b, t_s = statistics.median(batched), statistics.median(sequential)
     print(
         f"task {args.task}, H={args.hidden}, {args.construction}, {args.seeds} seeds x"
-        f" {args.steps} steps, batch 64, L={task.seq_len}, {args.threads} thread(s),"
+        f" {args.steps} steps, batch {args.batch_size}, L={task.seq_len}, {args.threads} thread(s),"
         f" median of {args.repeats}"
     )
     print("| mode | wall s | seed-steps/s |")

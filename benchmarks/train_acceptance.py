@@ -15,7 +15,7 @@ Targets (held-out set, 1024 trials, ``HELDOUT_SEED``):
 
 Usage:
     python benchmarks/train_acceptance.py [--only copy,sine] [--stage1-max-steps 4000]
-        [--copy-max-steps 3000] [--json runs/train_acceptance.json]
+        [--copy-max-steps 3000] [--lr-schedule constant] [--json runs/train_acceptance.json]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--stage1-max-steps", type=int, default=4000)
     parser.add_argument("--copy-max-steps", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr-schedule", default="constant", help="for flipflop, sine, integration")
     parser.add_argument("--json", default="runs/train_acceptance.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -79,7 +80,9 @@ def main() -> None:
                 init_from=first,
             )
         else:
-            models = train(task, hidden_size=H, construction=construction)
+            models = train(
+                task, hidden_size=H, construction=construction, lr_schedule=args.lr_schedule
+            )
         total = time.perf_counter() - start
         for k, model in enumerate(models):
             info = model.train_info
