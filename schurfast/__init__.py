@@ -9,6 +9,8 @@ from schurfast._openblas import preload as _preload
 _preload()
 
 from schurfast import _core  # noqa: E402
+from schurfast.ablation import ablate, ablation_variants, sectors  # noqa: E402
+from schurfast.schur import SchurError, SchurResult, ordered_schur  # noqa: E402
 
 __version__ = _core.__version__
 
@@ -18,12 +20,18 @@ from schurfast.tasks import make_task  # noqa: E402
 from schurfast.training import TrainingError, evaluate, train  # noqa: E402
 
 __all__ = [
-    "__version__",
+    "SchurError",
+    "SchurResult",
     "TanhRNN",
     "TrainingError",
+    "__version__",
+    "ablate",
+    "ablation_variants",
     "evaluate",
     "load_checkpoint",
     "make_task",
+    "ordered_schur",
     "save_checkpoint",
+    "sectors",
     "train",
 ]
