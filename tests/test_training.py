@@ -58,6 +58,9 @@ def test_seed_trained_with_others_equals_seed_trained_alone(construction):
     )
     # and the seeds really differ from one another
     assert not torch.allclose(together[0].W_hh, together[1].W_hh)
+    if construction == "cayley":
+        W = together[1].W_hh
+        assert float(torch.linalg.norm(W @ W.T - W.T @ W) / torch.linalg.norm(W) ** 2) <= 1e-10
 
 
 def test_training_is_deterministic_and_lowers_the_loss():
