@@ -49,7 +49,9 @@ def save_checkpoint(model: TanhRNN, path: str | os.PathLike, **meta: Any) -> Pat
     Args:
         model: the model to save.
         path: destination file (conventionally ``*.safetensors``).
-        **meta: JSON-like metadata (task, seed, training configuration, metrics, ...).
+        **meta: JSON-like metadata (task, seed, training configuration, metrics, ...). The
+            model's construction, init, width (``H``) and, after ``train``, its ``train_info``,
+            seed, task and held-out metric are added unless given.
 
     Returns:
         the path written.
@@ -72,6 +74,9 @@ def save_checkpoint(model: TanhRNN, path: str | os.PathLike, **meta: Any) -> Pat
     full.setdefault("width", model.hidden_size)
     if model.train_info is not None:
         full.setdefault("train_info", model.train_info)
+        full.setdefault("seed", model.train_info.get("seed"))
+        full.setdefault("task", model.train_info.get("config", {}).get("task"))
+        full.setdefault("heldout_metric", model.train_info.get("heldout_metric"))
     full["schurfast_version"] = __version__
     header = {
         _MODEL_KEY: json.dumps(model.config),

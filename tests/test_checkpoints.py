@@ -45,6 +45,8 @@ def test_checkpoint_keeps_train_info(tmp_path):
 
     assert loaded.train_info["seed"] == 1 and loaded.train_info["steps"] == 2
     assert loaded.train_info["config"]["task"] == "sine"
+    assert meta["seed"] == 1 and meta["task"] == "sine"
+    assert meta["heldout_metric"] == model.train_info["heldout_metric"]
     assert meta["frequencies"] == list(task.params["frequencies"])
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
