@@ -100,7 +100,7 @@ seconds spent in the Schur step and in the reordering, summed over threads.)doc"
         bool ok = false;
         {
           py::gil_scoped_release release;
-          schurfast::BlasSingleThreaded single;
+          schurfast::use_single_threaded_blas();
           ok = schurfast::reorder_schur_form(T.shape(0), T_out.mutable_data(), Q_out.mutable_data(),
                                              outcome);
         }

@@ -313,7 +313,7 @@ bool reorder_schur_form(int64_t H, double* T, double* Q, ReorderOutcome& out) {
 void ordered_schur_batch(SchurBatch& b) {
   if (b.batch == 0 || b.H == 0) return;
   int n = int(b.H);
-  BlasSingleThreaded single;
+  use_single_threaded_blas();
   double t_schur = 0.0, t_reorder = 0.0;
 
 #pragma omp parallel reduction(+ : t_schur, t_reorder)

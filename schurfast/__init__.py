@@ -14,12 +14,24 @@ from schurfast.schur import SchurError, SchurResult, ordered_schur  # noqa: E402
 
 __version__ = _core.__version__
 
+from schurfast.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from schurfast.models import TanhRNN  # noqa: E402
+from schurfast.tasks import make_task  # noqa: E402
+from schurfast.training import TrainingError, evaluate, train  # noqa: E402
+
 __all__ = [
     "SchurError",
     "SchurResult",
+    "TanhRNN",
+    "TrainingError",
     "__version__",
     "ablate",
     "ablation_variants",
+    "evaluate",
+    "load_checkpoint",
+    "make_task",
     "ordered_schur",
+    "save_checkpoint",
     "sectors",
+    "train",
 ]

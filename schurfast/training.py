@@ -1,0 +1,375 @@
+"""Train one tanh RNN per seed, all seeds at once as one batched model.
+
+The seeds' weights are stacked along a leading axis ``[S, ...]`` so that every time step of
+every training step is one batched matmul across seeds. Nothing else is shared: each seed has
+its own initialization, draws its own batches from its own seeded stream (``(seed, step, 1)``,
+see ``schurfast.tasks``), gets its own loss, its own gradient-norm clipping and its own Adam
+state, and stops on its own. A seed trained with others therefore ends where it would end
+trained alone, up to float rounding.
+
+Per step, for each seed: masked mean squared error on the task's mask; Adam (torch defaults,
+``lr`` 1e-3); gradient norm clipped to ``grad_clip``. A step whose loss or gradient norm is not
+finite is skipped for that seed (its weights and Adam state stay as they were) and counted;
+``max_bad_steps`` consecutive skipped steps raise ``TrainingError`` naming the seed and step.
+
+Early stopping: with ``target``, each seed's metric on a validation set (``VALIDATION_SEED``,
+not the held-out set) is checked after every epoch; a seed stops once it reaches the target
+(accuracy >= target for copy, FVU <= target otherwise), and training runs past ``epochs`` up
+to ``max_steps`` steps while some seed has not. The reported ``heldout_metric`` is always
+measured afterwards on the held-out set (``HELDOUT_SEED``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from schurfast.models import TanhRNN
+from schurfast.rollout import rollout_reference
+from schurfast.tasks import HELDOUT_SEED, VALIDATION_SEED, Batch, Task
+
+logger = logging.getLogger(__name__)
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class TrainingError(RuntimeError):
+    """Training could not continue: too many consecutive non-finite steps for one seed."""
+
+
+def _rollout_seeds(
+    W_hh: Tensor,
+    W_xh: Tensor,
+    W_hy: Tensor,
+    x: Tensor,
+    b: Tensor | None,
+    c: Tensor | None,
+) -> Tensor:
+    """``y [S, B, L, O]`` for per-seed weights and per-seed inputs ``x [S, B, L, I]``."""
+    S, B, L, _ = x.shape
+    u = torch.einsum("sbli,shi->sblh", x, W_xh)
+    if b is not None:
+        u = u + b[:, None, None, :]
+
+    # unbind once: indexing u[:, :, t] in the loop would make every step's backward allocate
+    # and fill a gradient the size of all of u
+    u_t = u.unbind(dim=2)
+    h = x.new_zeros(S, B, W_hh.shape[-1])
+    W_hh_T = W_hh.transpose(-1, -2)
+    states = []
+    for t in range(L):
+        h = torch.tanh(torch.bmm(h, W_hh_T) + u_t[t])
+        states.append(h)
+    hidden = torch.stack(states, dim=2)
+
+    y = torch.einsum("sblh,soh->sblo", hidden, W_hy)
+    return y if c is None else y + c[:, None, None, :]
+
+
+def _stack(models: list[TanhRNN]) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    W_hh = torch.stack([m.recurrent() for m in models])
+    W_xh = torch.stack([m.weight_xh for m in models])
+    W_hy = torch.stack([m.weight_hy for m in models])
+    b = None if models[0].bias_h is None else torch.stack([m.bias_h for m in models])
+    c = None if models[0].bias_y is None else torch.stack([m.bias_y for m in models])
+    return W_hh, W_xh, W_hy, b, c
+
+
+def _metrics(models: list[TanhRNN], task: Task, batch: Batch) -> np.ndarray:
+    """The task metric of several models on one batch, as one rollout: ``[S]``."""
+    with torch.no_grad():
+        W_hh, W_xh, W_hy, b, c = _stack(models)
+        x = batch.x.to(W_xh.device, W_xh.dtype)
+        y = rollout_reference(W_hh, W_xh, W_hy, x, b=b, c=c)
+    return np.asarray(task.metric(y.cpu(), batch), dtype=np.float64)
+
+
+def _reached(task: Task, value: float, target: float | None) -> bool | None:
+    if target is None:
+        return None
+    return bool(value >= target) if task.metric_name == "accuracy" else bool(value <= target)
+
+
+def _copies(
+    init_from: Sequence[TanhRNN], seeds: list[int], sizes: tuple[int, int, int], construction: str
+) -> list[TanhRNN]:
+    if len(init_from) != len(seeds):
+        raise ValueError(f"init_from needs one model per seed ({len(seeds)}), got {len(init_from)}")
+    for seed, model in zip(seeds, init_from, strict=True):
+        if not isinstance(model, TanhRNN):
+            raise TypeError(f"init_from must hold TanhRNN models, got {type(model).__name__}")
+        got = (model.input_size, model.hidden_size, model.output_size, model.construction)
+        if got != (*sizes, construction):
+            raise ValueError(
+                f"init_from model for seed {seed} has (I, H, O, construction) = {got}, expected"
+                f" {(*sizes, construction)}"
+            )
+        trained_seed = (model.train_info or {}).get("seed", seed)
+        if trained_seed != seed:
+            raise ValueError(
+                f"init_from model for seed {seed} was trained with seed {trained_seed}"
+            )
+    return [copy.deepcopy(m) for m in init_from]
+
+
+def evaluate(
+    model: TanhRNN, task: Task, n: int = 1024, seed: int | Sequence[int] = HELDOUT_SEED
+) -> float:
+    """The task metric of ``model`` on ``n`` trials drawn with ``seed``.
+
+    Args:
+        model: a trained ``TanhRNN`` with the task's input and output sizes.
+        task: the task.
+        n: held-out trials (default 1024).
+        seed: seed of the held-out set (default ``HELDOUT_SEED``, never used by training).
+
+    Returns:
+        FVU, or replay accuracy for the copy task.
+    """
+    if not isinstance(model, TanhRNN):
+        raise TypeError(f"model must be a TanhRNN, got {type(model).__name__}")
+    if (model.input_size, model.output_size) != (task.input_size, task.output_size):
+        raise ValueError(
+            f"model has I={model.input_size}, O={model.output_size} but task {task.name!r}"
+            f" needs I={task.input_size}, O={task.output_size}"
+        )
+    return float(_metrics([model], task, task.sample(n, seed))[0])
+
+
+def train(
+    task: Task,
+    *,
+    hidden_size: int,
+    construction: str = "dense",
+    init: str = "orthogonal",
+    seeds: Sequence[int] = (0, 1, 2),
+    epochs: int = 30,
+    batches_per_epoch: int = 128,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    device: str | torch.device = "cpu",
+    target: float | None = None,
+    max_steps: int | None = None,
+    quiet: bool = False,
+    bias: bool = False,
+    grad_clip: float = 1.0,
+    max_bad_steps: int = 25,
+    lr_schedule: str = "constant",
+    eval_n: int = 1024,
+    init_from: Sequence[TanhRNN] | None = None,
+) -> list[TanhRNN]:
+    """Train one ``TanhRNN`` per seed on ``task``, all seeds as one batched model.
+
+    Args:
+        task: a task from ``make_task``.
+        hidden_size: H.
+        construction: ``"dense"`` or ``"cayley"``.
+        init: dense initialization, ``"default"``, ``"orthogonal"`` or ``"normal"``.
+        seeds: one model per seed; a seed fixes the initialization and the batch stream.
+        epochs: epochs of ``batches_per_epoch`` steps (default 30 x 128).
+        batches_per_epoch: steps per epoch.
+        batch_size: trials per step and seed.
+        lr: Adam learning rate.
+        device: where to train.
+        target: early stopping target on the validation metric (accuracy >= target for copy,
+            FVU <= target otherwise); None trains exactly ``epochs`` epochs.
+        max_steps: step budget. With a target, training goes on past ``epochs`` up to this
+            many steps (default ``epochs * batches_per_epoch``); without one, it caps them.
+        quiet: no progress bar (it is also off when stderr is not a terminal).
+        bias: models with hidden and readout biases.
+        grad_clip: per-seed gradient-norm clipping threshold.
+        max_bad_steps: consecutive non-finite steps of one seed that raise ``TrainingError``.
+        lr_schedule: ``"constant"``, or ``"cosine"`` (decay to zero over the step budget).
+        eval_n: trials of the validation and held-out sets.
+        init_from: models to continue from, one per seed (copied, not changed), for example
+            trained on an easier version of the task. Their batch streams continue after the
+            steps they already took; Adam starts afresh.
+
+    Returns:
+        one trained model per seed, in ``seeds`` order, each with ``.train_info``: ``seed``,
+        ``steps`` (including those of ``init_from``), ``skipped_steps``, ``final_loss`` (mean
+        finite loss of its last epoch), ``heldout_metric``, ``validation_metric``,
+        ``reached_target`` (bool on the held-out metric, None without a target), ``wall_s``
+        (time until it stopped), and ``config``.
+
+    Raises:
+        TrainingError: ``max_bad_steps`` consecutive non-finite steps for a seed.
+
+    Example:
+        >>> from schurfast.tasks import make_task
+        >>> models = train(make_task("flipflop"), hidden_size=16, seeds=(0, 1), epochs=1,
+        ...                batches_per_epoch=2, quiet=True, eval_n=8)
+        >>> [m.train_info["steps"] for m in models]
+        [2, 2]
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must come from make_task, got {type(task).__name__}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of distinct ints, got {seeds!r}")
+    for key, value in dict(
+        epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size, eval_n=eval_n
+    ).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    if not lr > 0 or not grad_clip > 0 or max_bad_steps < 1:
+        raise ValueError(
+            f"lr and grad_clip must be > 0 and max_bad_steps >= 1, got lr={lr!r},"
+            f" grad_clip={grad_clip!r}, max_bad_steps={max_bad_steps!r}"
+        )
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    budget = epochs * batches_per_epoch if max_steps is None else int(max_steps)
+    if budget < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    if target is None:
+        budget = min(budget, epochs * batches_per_epoch)
+
+    config = dict(
+        task=task.name,
+        task_params=dict(task.params),
+        hidden_size=hidden_size,
+        construction=construction,
+        init=init,
+        epochs=epochs,
+        batches_per_epoch=batches_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        grad_clip=grad_clip,
+        target=target,
+        max_steps=budget,
+        bias=bias,
+        optimizer="adam",
+    )
+    sizes = (task.input_size, hidden_size, task.output_size)
+    if init_from is None:
+        models = [TanhRNN(*sizes, construction, init, bias=bias, seed=s) for s in seeds]
+    else:
+        models = _copies(init_from, seeds, sizes, construction)
+        config["init_from_steps"] = [(m.train_info or {}).get("steps", 0) for m in init_from]
+    models = [m.to(device) for m in models]
+    offset = [(m.train_info or {}).get("steps", 0) for m in models]
+    params = [list(m.parameters()) for m in models]
+    opt = torch.optim.Adam([p for ps in params for p in ps], lr=lr)
+    validation = task.sample(eval_n, VALIDATION_SEED)
+
+    S = len(seeds)
+    active = list(range(S))
+    steps, skipped, bad_run = [0] * S, [0] * S, [0] * S
+    epoch_losses: list[list[float]] = [[] for _ in range(S)]
+    last_losses: list[list[float]] = [[] for _ in range(S)]
+    val_metric = np.full(S, np.nan)
+    wall = [0.0] * S
+    start = time.perf_counter()
+    bar = tqdm(
+        total=budget,
+        desc=f"{task.name} H={hidden_size} {construction}",
+        disable=quiet or not sys.stderr.isatty(),
+        leave=False,
+    )
+
+    step = 0
+    while active and step < budget:
+        # cosine decay over the whole budget, the same for every seed
+        if lr_schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / budget))
+
+        batches = [task.sample(batch_size, (seeds[i], offset[i] + step, 1)) for i in active]
+        x = torch.stack([bt.x for bt in batches]).to(device)
+        y = torch.stack([bt.y for bt in batches]).to(device)
+        mask = torch.stack([bt.mask for bt in batches]).to(device)
+
+        opt.zero_grad(set_to_none=True)
+        run = [models[i] for i in active]
+        W_hh, W_xh, W_hy, b, c = _stack(run)
+        y_hat = _rollout_seeds(W_hh, W_xh, W_hy, x, b, c)
+        err = (y_hat - y).square() * mask
+        loss = err.sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3))
+        loss.sum().backward()
+
+        for k, i in enumerate(active):
+            norm = torch.nn.utils.clip_grad_norm_(params[i], grad_clip)
+            value = float(loss[k].detach())
+            steps[i] += 1
+            if math.isfinite(value) and bool(torch.isfinite(norm)):
+                bad_run[i] = 0
+                epoch_losses[i].append(value)
+                continue
+
+            # leave this seed's weights and Adam state untouched for this step
+            for p in params[i]:
+                p.grad = None
+            skipped[i] += 1
+            bad_run[i] += 1
+            logger.warning(
+                "seed %d: non-finite loss or gradient at step %d", seeds[i], offset[i] + step
+            )
+            if bad_run[i] >= max_bad_steps:
+                bar.close()
+                raise TrainingError(
+                    f"seed {seeds[i]}: {bad_run[i]} consecutive non-finite steps ending at step"
+                    f" {offset[i] + step} (loss {value}, gradient norm {float(norm)}); lower lr or"
+                    " grad_clip"
+                )
+        opt.step()
+        step += 1
+        bar.update(1)
+
+        if step % batches_per_epoch and step < budget:
+            continue
+        val_metric[active] = _metrics([models[i] for i in active], task, validation)
+        for i in active:
+            last_losses[i] = epoch_losses[i] or last_losses[i]
+        logger.info(
+            "%s H=%d %s epoch %d (step %d): loss %s, validation %s %s",
+            task.name,
+            hidden_size,
+            construction,
+            math.ceil(step / batches_per_epoch),
+            step,
+            " ".join(
+                f"{np.mean(epoch_losses[i]) if epoch_losses[i] else math.nan:.4g}" for i in active
+            ),
+            task.metric_name,
+            " ".join(f"{val_metric[i]:.4g}" for i in active),
+        )
+        epoch_losses = [[] for _ in range(S)]
+        finished = [
+            i
+            for i in active
+            if (target is None and step >= epochs * batches_per_epoch)
+            or _reached(task, val_metric[i], target)
+        ]
+        for i in finished:
+            wall[i] = time.perf_counter() - start
+        active = [i for i in active if i not in finished]
+    bar.close()
+    for i in active:
+        wall[i] = time.perf_counter() - start
+
+    heldout = _metrics(models, task, task.sample(eval_n, HELDOUT_SEED))
+    for i, model in enumerate(models):
+        model.train_info = dict(
+            seed=seeds[i],
+            steps=offset[i] + steps[i],
+            skipped_steps=skipped[i],
+            final_loss=float(np.mean(last_losses[i])) if last_losses[i] else math.nan,
+            heldout_metric=float(heldout[i]),
+            validation_metric=float(val_metric[i]),
+            metric_name=task.metric_name,
+            reached_target=_reached(task, float(heldout[i]), target),
+            wall_s=wall[i],
+            config=config,
+        )
+    return models
