@@ -54,9 +54,10 @@ bool check_shape(const char* name, const Array<T>& a, std::initializer_list<int6
 }
 
 template <typename T>
-void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& u, const Array<T>& W_hy, Array<T> y,
-                       std::optional<Array<T>> hidden, std::optional<Array<T>> b,
-                       std::optional<Array<T>> h0, std::optional<Array<T>> c) {
+void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& W_xh, const Array<T>& W_hy,
+                       const Array<T>& x, Array<T> y, std::optional<Array<T>> hidden,
+                       std::optional<Array<T>> b, std::optional<Array<T>> h0,
+                       std::optional<Array<T>> c) {
   if (W_hh.ndim() != 3 || W_hh.shape(1) != W_hh.shape(2)) {
     throw std::invalid_argument("W_hh: expected shape [V, H, H], got " + shape_of(W_hh));
   }
@@ -70,8 +71,14 @@ void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& u, const Array<T>& 
   p.O = y.shape(3);
   check_shape<T>("y", y, {p.B, p.L, p.O}, p.V);
   p.W_hh = W_hh.data();
-  p.u_per_variant = check_shape<T>("u", u, {p.B, p.L, p.H}, p.V);
-  p.u = u.data();
+  if (x.ndim() != 3 || x.shape(0) != p.B || x.shape(1) != p.L) {
+    throw std::invalid_argument("x: expected shape [" + std::to_string(p.B) + ", " +
+                                std::to_string(p.L) + ", I], got " + shape_of(x));
+  }
+  p.I = x.shape(2);
+  p.x = x.data();
+  p.W_xh_per_variant = check_shape<T>("W_xh", W_xh, {p.H, p.I}, p.V);
+  p.W_xh = W_xh.data();
   p.W_hy_per_variant = check_shape<T>("W_hy", W_hy, {p.O, p.H}, p.V);
   p.W_hy = W_hy.data();
   p.y = y.mutable_data();
@@ -100,12 +107,13 @@ void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& u, const Array<T>& 
 
 template <typename T>
 void def_rollout(py::module_& m) {
-  m.def("rollout_cpu", &rollout_cpu_bound<T>, py::arg("W_hh").noconvert(), py::arg("u").noconvert(),
-        py::arg("W_hy").noconvert(), py::arg("y").noconvert(),
-        py::arg("hidden").noconvert() = py::none(), py::arg("b").noconvert() = py::none(),
-        py::arg("h0").noconvert() = py::none(), py::arg("c").noconvert() = py::none(),
+  m.def("rollout_cpu", &rollout_cpu_bound<T>, py::arg("W_hh").noconvert(),
+        py::arg("W_xh").noconvert(), py::arg("W_hy").noconvert(), py::arg("x").noconvert(),
+        py::arg("y").noconvert(), py::arg("hidden").noconvert() = py::none(),
+        py::arg("b").noconvert() = py::none(), py::arg("h0").noconvert() = py::none(),
+        py::arg("c").noconvert() = py::none(),
         "Fused tanh RNN rollout over V recurrent matrices into the preallocated y [V, B, L, O]\n"
-        "(and hidden [V, B, L, H]); u [B, L, H] or [V, B, L, H] is the input projection.\n"
+        "(and hidden [V, B, L, H]) from x [B, L, I]; W_xh [H, I] or [V, H, I].\n"
         "All arrays C-contiguous of one dtype (float32 or float64).");
 }
 

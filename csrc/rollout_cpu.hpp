@@ -2,7 +2,8 @@
 //
 //   h_t = tanh(W_hh[v] h_{t-1} + u_t + b),   y_t = W_hy h_t + c
 //
-// u is the input projection W_xh x_t, computed by the caller. Each work item is one variant
+// The input projection W_xh x_t is computed once for all variants when W_xh is shared, and
+// inside the step for per-variant W_xh, with the same arithmetic. Each work item is one variant
 // and one tile of batch rows; its state stays in cache for the whole sequence, and the tanh
 // and the readout are applied in the same pass over the tile at every step.
 #pragma once
@@ -15,10 +16,11 @@ namespace schurfast {
 // variant axis of length V; otherwise the one array is shared by every variant.
 template <typename T>
 struct RolloutProblem {
-  int64_t V = 0, B = 0, L = 0, H = 0, O = 0;
+  int64_t V = 0, B = 0, L = 0, H = 0, I = 0, O = 0;
   const T* W_hh = nullptr;  // [V, H, H]
-  const T* u = nullptr;     // [B, L, H] or [V, B, L, H]
-  bool u_per_variant = false;
+  const T* x = nullptr;     // [B, L, I]
+  const T* W_xh = nullptr;  // [H, I] or [V, H, I]
+  bool W_xh_per_variant = false;
   const T* b = nullptr;  // [H] or [V, H], may be null
   bool b_per_variant = false;
   const T* h0 = nullptr;  // [B, H] or [V, B, H], may be null (zeros)

@@ -9,7 +9,8 @@ from schurfast._openblas import preload as _preload
 _preload()
 
 from schurfast import _core  # noqa: E402
+from schurfast.rollout import rollout  # noqa: E402
 
 __version__ = _core.__version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "rollout"]

@@ -1,3 +1,4 @@
+# ruff: noqa: E741  (I and O are the input and output sizes of the method's notation)
 """Rollout of one tanh RNN under many recurrent matrices at once.
 
     h_t = tanh(W_hh h_{t-1} + W_xh x_t + b),   y_t = W_hy h_t + c
@@ -141,25 +142,28 @@ def input_projection(W_xh: Tensor, x: Tensor, b: Tensor | None = None) -> Tensor
     return u
 
 
-def _rollout_cpu(W_hh, W_xh, W_hy, x, h0, b, c, return_hidden):
+def _rollout_cpu(W_hh, W_xh, W_hy, x, h0, b, c, return_hidden, out=None):
+    """The fused C++ kernel; ``out`` is an optional preallocated ``(y, h)`` (h may be None)."""
     from schurfast import _core
 
     V, H = W_hh.shape[0], W_hh.shape[-1]
     B, L = x.shape[0], x.shape[1]
     O = W_hy.shape[-2]
 
-    # the bias stays apart so that a shared projection is not copied V times
-    u = input_projection(W_xh, x).contiguous()
-    y = torch.empty(V, B, L, O, dtype=x.dtype)
-    hidden = torch.empty(V, B, L, H, dtype=x.dtype) if return_hidden else None
+    if out is None:
+        y = torch.empty(V, B, L, O, dtype=x.dtype)
+        hidden = torch.empty(V, B, L, H, dtype=x.dtype) if return_hidden else None
+    else:
+        y, hidden = out
 
     def arr(t: Tensor | None) -> np.ndarray | None:
         return None if t is None else t.detach().contiguous().numpy()
 
     _core.rollout_cpu(
         arr(W_hh),
-        arr(u),
+        arr(W_xh),
         arr(W_hy),
+        arr(x),
         y.numpy(),
         hidden=arr(hidden),
         b=arr(b),
