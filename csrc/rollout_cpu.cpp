@@ -82,9 +82,10 @@ inline __m256 tanh8(__m256 x) {
   const __m256 q = _mm256_div_ps(_mm256_add_ps(t, t), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
   const __m256 large = _mm256_or_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), q), _mm256_and_ps(x, sign));
 
+  // NaN fails the comparison and reaches the result through the large branch: the clamp
+  // returns its second operand, ax, when either is NaN
   const __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
-  const __m256 y = _mm256_blendv_ps(large, small, is_small);
-  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(large, small, is_small);
 }
 
 struct SimdF {
