@@ -9,8 +9,19 @@ from schurfast._openblas import preload as _preload
 _preload()
 
 from schurfast import _core  # noqa: E402
+from schurfast.ablation import ablate, ablation_variants, sectors  # noqa: E402
 from schurfast.rollout import rollout  # noqa: E402
+from schurfast.schur import SchurError, SchurResult, ordered_schur  # noqa: E402
 
 __version__ = _core.__version__
 
-__all__ = ["__version__", "rollout"]
+__all__ = [
+    "SchurError",
+    "SchurResult",
+    "__version__",
+    "ablate",
+    "ablation_variants",
+    "ordered_schur",
+    "rollout",
+    "sectors",
+]
