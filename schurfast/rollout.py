@@ -116,8 +116,10 @@ def rollout_reference(
     h = x.new_zeros(V, B, H) if h0 is None else h0.expand(V, B, H)
     W_hh_T = W_hh.transpose(-1, -2)
     states = []
-    for t in range(L):
-        h = torch.tanh(torch.baddbmm(u[:, :, t], h, W_hh_T))
+    # one view per step up front: indexing u inside the loop makes the backward pass
+    # accumulate a full-size gradient of u at every step, quadratic in L
+    for u_t in u.unbind(dim=2):
+        h = torch.tanh(torch.baddbmm(u_t, h, W_hh_T))
         states.append(h)
     hidden = torch.stack(states, dim=2) if L else x.new_zeros(V, B, 0, H)
 
