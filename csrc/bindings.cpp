@@ -1,21 +1,148 @@
 // The pybind11 module: argument checks by name, docstrings, and calls into the numerics.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "parallel.hpp"
+#include "rollout_cpu.hpp"
 #include "schur.hpp"
 
 namespace py = pybind11;
+
+namespace {
+
+// fused CPU rollout: shapes checked by name, the GIL released around the kernel
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style>;
+
+std::string shape_of(const py::array& a) {
+  std::string s = "[";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + "]";
+}
+
+// Checks `a` against one of two shapes (without and with a leading variant axis) and says
+// whether it has the variant axis.
+template <typename T>
+bool check_shape(const char* name, const Array<T>& a, std::initializer_list<int64_t> shared,
+                 int64_t V) {
+  std::vector<int64_t> with_v{V};
+  with_v.insert(with_v.end(), shared.begin(), shared.end());
+  auto matches = [&](const std::vector<int64_t>& want) {
+    if (a.ndim() != static_cast<py::ssize_t>(want.size())) return false;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (a.shape(i) != want[i]) return false;
+    }
+    return true;
+  };
+  const std::vector<int64_t> plain(shared);
+  if (matches(plain)) return false;
+  if (matches(with_v)) return true;
+  auto fmt = [](const std::vector<int64_t>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
+  };
+  throw std::invalid_argument(std::string(name) + ": expected shape " + fmt(plain) + " or " +
+                              fmt(with_v) + ", got " + shape_of(a));
+}
+
+template <typename T>
+void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& W_xh, const Array<T>& W_hy,
+                       const Array<T>& x, Array<T> y, std::optional<Array<T>> hidden,
+                       std::optional<Array<T>> b, std::optional<Array<T>> h0,
+                       std::optional<Array<T>> c) {
+  if (W_hh.ndim() != 3 || W_hh.shape(1) != W_hh.shape(2)) {
+    throw std::invalid_argument("W_hh: expected shape [V, H, H], got " + shape_of(W_hh));
+  }
+  if (y.ndim() != 4)
+    throw std::invalid_argument("y: expected shape [V, B, L, O], got " + shape_of(y));
+  schurfast::RolloutProblem<T> p;
+  p.V = W_hh.shape(0);
+  p.H = W_hh.shape(1);
+  p.B = y.shape(1);
+  p.L = y.shape(2);
+  p.O = y.shape(3);
+  check_shape<T>("y", y, {p.B, p.L, p.O}, p.V);
+  p.W_hh = W_hh.data();
+  if (x.ndim() != 3 || x.shape(0) != p.B || x.shape(1) != p.L) {
+    throw std::invalid_argument("x: expected shape [" + std::to_string(p.B) + ", " +
+                                std::to_string(p.L) + ", I], got " + shape_of(x));
+  }
+  p.I = x.shape(2);
+  p.x = x.data();
+  p.W_xh_per_variant = check_shape<T>("W_xh", W_xh, {p.H, p.I}, p.V);
+  p.W_xh = W_xh.data();
+  p.W_hy_per_variant = check_shape<T>("W_hy", W_hy, {p.O, p.H}, p.V);
+  p.W_hy = W_hy.data();
+  p.y = y.mutable_data();
+  if (hidden) {
+    if (!check_shape<T>("hidden", *hidden, {p.B, p.L, p.H}, p.V)) {
+      throw std::invalid_argument("hidden: expected shape [V, B, L, H], got " + shape_of(*hidden));
+    }
+    p.hidden = hidden->mutable_data();
+  }
+  if (b) {
+    p.b_per_variant = check_shape<T>("b", *b, {p.H}, p.V);
+    p.b = b->data();
+  }
+  if (h0) {
+    p.h0_per_variant = check_shape<T>("h0", *h0, {p.B, p.H}, p.V);
+    p.h0 = h0->data();
+  }
+  if (c) {
+    p.c_per_variant = check_shape<T>("c", *c, {p.O}, p.V);
+    p.c = c->data();
+  }
+
+  py::gil_scoped_release release;
+  schurfast::rollout_cpu(p);
+}
+
+template <typename T>
+void def_rollout(py::module_& m) {
+  m.def("rollout_cpu", &rollout_cpu_bound<T>, py::arg("W_hh").noconvert(),
+        py::arg("W_xh").noconvert(), py::arg("W_hy").noconvert(), py::arg("x").noconvert(),
+        py::arg("y").noconvert(), py::arg("hidden").noconvert() = py::none(),
+        py::arg("b").noconvert() = py::none(), py::arg("h0").noconvert() = py::none(),
+        py::arg("c").noconvert() = py::none(),
+        "Fused tanh RNN rollout over V recurrent matrices into the preallocated y [V, B, L, O]\n"
+        "(and hidden [V, B, L, H]) from x [B, L, I]; W_xh [H, I] or [V, H, I].\n"
+        "All arrays C-contiguous of one dtype (float32 or float64).");
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "schurfast compiled core: ordered real Schur form and fused CPU rollout.";
   m.attr("__version__") = SCHURFAST_VERSION;
   m.def("max_threads", &schurfast::max_threads,
         "Number of OpenMP threads the batched routines use.");
+
+  // fused CPU rollout
+  def_rollout<float>(m);
+  def_rollout<double>(m);
+  m.def(
+      "tanh_f32",
+      [](const Array<float>& x) {
+        Array<float> out(x.request().shape);
+        {
+          py::gil_scoped_release release;
+          schurfast::tanh_f32(x.data(), out.mutable_data(), static_cast<int64_t>(x.size()));
+        }
+        return out;
+      },
+      py::arg("x").noconvert(), "The float32 tanh of the fused CPU rollout, elementwise.");
+  m.def("rollout_cpu_vectorized", &schurfast::rollout_cpu_vectorized,
+        "Whether the fused CPU rollout uses its AVX2/FMA micro-kernels on this CPU.");
 
   // ordered real Schur form
   m.attr("SCHUR_TIE_RTOL") = schurfast::kTieRtol;

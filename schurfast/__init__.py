@@ -10,14 +10,14 @@ _preload()
 
 from schurfast import _core  # noqa: E402
 from schurfast.ablation import ablate, ablation_variants, sectors  # noqa: E402
-from schurfast.schur import SchurError, SchurResult, ordered_schur  # noqa: E402
-
-__version__ = _core.__version__
-
 from schurfast.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from schurfast.models import TanhRNN  # noqa: E402
+from schurfast.rollout import rollout  # noqa: E402
+from schurfast.schur import SchurError, SchurResult, ordered_schur  # noqa: E402
 from schurfast.tasks import make_task  # noqa: E402
 from schurfast.training import TrainingError, evaluate, train  # noqa: E402
+
+__version__ = _core.__version__
 
 __all__ = [
     "SchurError",
@@ -31,6 +31,7 @@ __all__ = [
     "load_checkpoint",
     "make_task",
     "ordered_schur",
+    "rollout",
     "save_checkpoint",
     "sectors",
     "train",
