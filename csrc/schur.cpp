@@ -311,7 +311,17 @@ bool reorder_schur_form(int64_t H, double* T, double* Q, ReorderOutcome& out) {
 }
 
 void ordered_schur_batch(SchurBatch& b) {
-  if (b.batch == 0 || b.H == 0) return;
+  if (b.batch == 0) return;
+  if (b.H == 0) {
+    // nothing to decompose: every matrix is trivially in ordered form
+    std::fill(b.refused, b.refused + b.batch, 0);
+    std::fill(b.accepted, b.accepted + b.batch, 0);
+    std::fill(b.restarts, b.restarts + b.batch, 0);
+    std::fill(b.status, b.status + b.batch, kSchurOk);
+    std::fill(b.fail_first, b.fail_first + b.batch, -1);
+    std::fill(b.fail_second, b.fail_second + b.batch, -1);
+    return;
+  }
   int n = int(b.H);
   use_single_threaded_blas();
   double t_schur = 0.0, t_reorder = 0.0;

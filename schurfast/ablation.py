@@ -111,11 +111,16 @@ def _canonical_subset(subset: Any, caller: str) -> str:
     return "+".join(chosen) if chosen else "none"
 
 
+def _count(F: SchurResult) -> int:
+    """Number of matrices in F's batch (explicit, so that H = 0 reshapes too)."""
+    return int(np.prod(F.batch_shape, dtype=np.int64))
+
+
 def _split(F: SchurResult, alpha: float) -> dict[str, np.ndarray]:
     """Host float64 sector split of every matrix, flattened to ``[M, H, H]``."""
-    H = F.H
-    T = _host(F.T).reshape(-1, H, H)
-    moduli = _host(F.moduli).reshape(-1, H)
+    M, H = _count(F), F.H
+    T = _host(F.T).reshape(M, H, H)
+    moduli = _host(F.moduli).reshape(M, H)
 
     # i and i + 1 share a block exactly when T[i + 1, i] is nonzero
     subdiagonal = np.diagonal(T, offset=-1, axis1=1, axis2=2) != 0
@@ -195,7 +200,7 @@ def _delta(parts: dict[str, np.ndarray], subset: str) -> np.ndarray:
 
 
 def _rebuild(F: SchurResult, T_S: np.ndarray) -> np.ndarray:
-    Q = _host(F.Q).reshape(-1, F.H, F.H)
+    Q = _host(F.Q).reshape(_count(F), F.H, F.H)
     return Q @ T_S @ Q.transpose(0, 2, 1)
 
 
@@ -270,7 +275,7 @@ def ablation_variants(
     if not names or not alphas:
         raise ValueError("ablation_variants: subsets and alphas must not be empty")
 
-    M, H = int(np.prod(F.batch_shape, dtype=np.int64)), F.H
+    M, H = _count(F), F.H
     T_norm = None
     variants, rows = [], []
     for alpha in alphas:
@@ -286,7 +291,7 @@ def ablation_variants(
 
     # [A, S, M, H, H] -> matrix-major [M, A, S, H, H]
     W = np.stack(variants).reshape(len(alphas), len(names), M, H, H).transpose(2, 0, 1, 3, 4)
-    W = W.reshape(-1, H, H)
+    W = W.reshape(M * len(alphas) * len(names), H, H)
     order = np.arange(len(rows)).reshape(len(alphas), len(names), M).transpose(2, 0, 1).ravel()
     columns = ["matrix", "subset", "alpha", "n_R", "delta_norm", "mass"]
     table = pd.DataFrame([rows[i] for i in order], columns=columns)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from schurfast.rollout import rollout_reference
+from schurfast.tasks import _check_int
 
 CONSTRUCTIONS = ("dense", "cayley")
 DENSE_INITS = ("default", "orthogonal", "normal")
@@ -66,7 +67,8 @@ class TanhRNN(nn.Module):
         init: for ``"dense"``: ``"default"``, ``"orthogonal"`` or ``"normal"``; ignored
             for ``"cayley"``.
         bias: with a hidden bias ``b [H]`` and a readout bias ``c [O]``.
-        seed: seed of the initialization (a generator of its own; default 0).
+        seed: seed of the initialization, an int in ``[0, 2**64 - 1]`` (a generator of its
+            own; default 0).
 
     Example:
         >>> model = TanhRNN(3, 16, 3)
@@ -85,11 +87,13 @@ class TanhRNN(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for key, value in dict(
-            input_size=input_size, hidden_size=hidden_size, output_size=output_size
-        ).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        input_size = _check_int(input_size, "input_size")
+        hidden_size = _check_int(hidden_size, "hidden_size")
+        output_size = _check_int(output_size, "output_size")
+        # the range torch.Generator.manual_seed takes without wrapping around
+        seed = _check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False, got {type(bias).__name__} {bias!r}")
         if construction not in CONSTRUCTIONS:
             raise ValueError(
                 f"construction must be one of {', '.join(CONSTRUCTIONS)}, got {construction!r}"
@@ -104,7 +108,7 @@ class TanhRNN(nn.Module):
         self.construction = construction
         self.init = init if construction == "dense" else "cayley"
         self.train_info: dict[str, Any] | None = None
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(seed)
         bound = 1.0 / math.sqrt(H)
 
         if construction == "dense":
@@ -202,7 +206,17 @@ class TanhRNN(nn.Module):
         return None if self.bias_y is None else self.bias_y.detach().clone()
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x [B, L, I] -> y [B, L, O]``, differentiable."""
+        """``x [B, L, I] -> y [B, L, O]``, differentiable.
+
+        Raises:
+            TypeError: ``x`` is not a torch tensor.
+            ValueError: ``x`` is not ``[B, L, I]`` with this model's ``I``.
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"x must be a torch tensor [B, L, {self.input_size}], got {type(x).__name__};"
+                " convert with torch.as_tensor(x)"
+            )
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"x must have shape [B, L, {self.input_size}], got {list(x.shape)}")
         x = x.to(self.weight_xh.dtype)
@@ -245,6 +259,9 @@ class TanhRNN(nn.Module):
         ``bidirectional=False`` (its two biases are merged into ``b``), and a ``torch.nn.Linear``
         readout from the hidden state.
 
+        The model is float32 whatever the dtype of ``rnn`` and ``readout``: every parameter,
+        biases included, is cast.
+
         Raises:
             ValueError: for anything else (LSTM, GRU, relu, several layers, bidirectional, a
                 readout of the wrong size).
@@ -266,15 +283,19 @@ class TanhRNN(nn.Module):
                 f" {readout!r}; {supported}"
             )
 
+        # every parameter takes the model's dtype (float32), whatever the source's dtype; the
+        # two biases are summed in float64 before the cast
         model = cls(rnn.input_size, rnn.hidden_size, readout.out_features, init="default")
+        dtype = model.weight_xh.dtype
         with torch.no_grad():
             model.weight_hh.copy_(rnn.weight_hh_l0)
             model.weight_xh.copy_(rnn.weight_ih_l0)
             model.weight_hy.copy_(readout.weight)
             if rnn.bias:
-                model.bias_h = nn.Parameter(rnn.bias_ih_l0 + rnn.bias_hh_l0)
+                b = rnn.bias_ih_l0.double() + rnn.bias_hh_l0.double()
+                model.bias_h = nn.Parameter(b.to("cpu", dtype))
             if readout.bias is not None:
-                model.bias_y = nn.Parameter(readout.bias.detach().clone())
+                model.bias_y = nn.Parameter(readout.bias.detach().to("cpu", dtype))
         return model.to(rnn.weight_hh_l0.device)
 
 

@@ -177,8 +177,9 @@ def _rollout_cpu(W_hh, W_xh, W_hy, x, h0, b, c, return_hidden, out=None):
 
 def _validate(W_hh, W_xh, W_hy, x, h0, b, c):
     named = {"W_hh": W_hh, "W_xh": W_xh, "W_hy": W_hy, "x": x, "h0": h0, "b": b, "c": c}
+    optional = ("h0", "b", "c")
     for name, t in named.items():
-        if t is not None and not isinstance(t, Tensor):
+        if (t is not None or name not in optional) and not isinstance(t, Tensor):
             raise TypeError(
                 f"{name}: expected a torch.Tensor, got {type(t).__name__}"
                 + (" (use torch.from_numpy)" if isinstance(t, np.ndarray) else "")

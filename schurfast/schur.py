@@ -50,8 +50,8 @@ __all__ = [
 SCHUR_TIE_RTOL: float = _core.SCHUR_TIE_RTOL
 SCHUR_REFUSED_TIE_RTOL: float = _core.SCHUR_REFUSED_TIE_RTOL
 
-# per-matrix status codes of the compiled core
-STATUS_NAMES = ("ok", "no_convergence", "exchange_refused")
+# per-matrix status codes of the compiled core, then the ones decided here
+STATUS_NAMES = ("ok", "no_convergence", "exchange_refused", "overflow")
 
 _ON_ERROR = ("raise", "status")
 
@@ -62,7 +62,7 @@ class SchurError(RuntimeError):
     Attributes:
         index: batch index of the matrix (a tuple over the batch dimensions).
         blocks: start rows of the two diagonal blocks LAPACK refused to exchange, or ``None``
-            when the QR iteration itself did not converge.
+            when the QR iteration itself did not converge or the form overflows float64.
     """
 
     def __init__(self, message: str, index: tuple[int, ...], blocks: tuple[int, int] | None):
@@ -201,6 +201,10 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
         out = _core.ordered_schur(np.ascontiguousarray(flat))
 
     status = np.asarray(STATUS_NAMES, dtype=object)[out["status"]].astype("<U16")
+    # a finite matrix can still have eigenvalues beyond the float64 range (entries near
+    # 1.8e308): its form cannot be represented, so it fails rather than pass as "ok"
+    finite = np.isfinite(out["T"]).all(axis=(1, 2)) & np.isfinite(out["Q"]).all(axis=(1, 2))
+    status[(status == "ok") & ~finite] = "overflow"
     failed = np.flatnonzero(status != "ok")
     if failed.size and on_error == "raise":
         raise _schur_error(int(failed[0]), out, status, batch_shape)
@@ -264,6 +268,13 @@ def _schur_error(
     flat_index: int, out: dict[str, Any], status: np.ndarray, batch_shape: tuple[int, ...]
 ) -> SchurError:
     index = tuple(int(i) for i in np.unravel_index(flat_index, batch_shape))
+    if status[flat_index] == "overflow":
+        return SchurError(
+            f"ordered_schur: the Schur form of {_name(index)} (batch index {index}) overflows "
+            "float64 (eigenvalues beyond 1.8e308); scale the matrix down",
+            index,
+            None,
+        )
     if status[flat_index] == "no_convergence":
         return SchurError(
             f"ordered_schur: the QR iteration did not converge for {_name(index)} "

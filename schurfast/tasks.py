@@ -27,6 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,10 +54,75 @@ class Batch(NamedTuple):
     mask: Tensor
 
 
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as a Python int in ``[minimum, maximum]``; numpy ints pass, bools do not."""
+    if maximum is not None:
+        top = "2**64 - 1" if maximum == 2**64 - 1 else str(maximum)
+        expected = f"an int in [{minimum}, {top}]"
+    else:
+        expected = {0: "a non-negative int", 1: "a positive int"}.get(
+            minimum, f"an int >= {minimum}"
+        )
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
+    value = operator.index(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {expected}, got {value}")
+    return value
+
+
+def _check_float(
+    value: Any,
+    name: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite Python float in the given interval; bools and arrays do not pass."""
+    left = "(" if low_open or low == -math.inf else "["
+    right = ")" if high_open or high == math.inf else "]"
+    interval = f"{left}{low:g}, {high:g}{right}"
+    expected = "a finite number" + ("" if interval == "(-inf, inf)" else f" in {interval}")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or below or above:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def _check_seed(seed: Any, name: str = "seed") -> int | tuple[int, ...]:
+    """A non-negative int, or a non-empty sequence of them (numpy ``SeedSequence`` entropy)."""
+    expected = f"{name} must be a non-negative int or a non-empty sequence of them"
+    if isinstance(seed, Sequence) and not isinstance(seed, str | bytes):
+        if not seed:
+            raise ValueError(f"{expected}, got an empty {type(seed).__name__}")
+        entries = []
+        for s in seed:
+            if isinstance(s, bool | np.bool_) or not isinstance(s, numbers.Integral):
+                raise TypeError(f"{expected}, got an entry {_describe(s)}")
+            if s < 0:
+                raise ValueError(f"{expected}, got an entry {int(s)}")
+            entries.append(operator.index(s))
+        return tuple(entries)
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{expected}, got {_describe(seed)}")
+    if seed < 0:
+        raise ValueError(f"{expected}, got {int(seed)}")
+    return operator.index(seed)
+
+
 def _rng(seed: Seed) -> np.random.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int | Sequence | np.integer):
-        raise TypeError(f"seed must be an int or a sequence of ints, got {type(seed).__name__}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(_check_seed(seed))
 
 
 def _as_batch(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> Batch:
@@ -65,9 +134,16 @@ def _as_batch(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> Batch:
 
 
 def _as_numpy(y_hat: Any) -> np.ndarray:
-    if isinstance(y_hat, Tensor):
+    if isinstance(y_hat, Tensor) and not y_hat.is_complex():
         return y_hat.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(y_hat, dtype=np.float64)
+    if not isinstance(y_hat, Tensor) and not np.iscomplexobj(y_hat):
+        try:
+            return np.asarray(y_hat, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    dtype = getattr(y_hat, "dtype", None)
+    got = type(y_hat).__name__ + ("" if dtype is None else f" of dtype {dtype}")
+    raise TypeError(f"y_hat must be a real torch tensor or numpy array, got {got}")
 
 
 class Task:
@@ -95,15 +171,18 @@ class Task:
 
         Args:
             n: number of trials.
-            seed: an int or a sequence of ints (numpy ``SeedSequence`` entropy).
+            seed: a non-negative int or a sequence of them (numpy ``SeedSequence`` entropy).
 
         Returns:
             ``Batch(x [n, L, I], y [n, L, O], mask [n, L, O])``; the same seed gives the same
             batch.
+
+        Raises:
+            TypeError: ``n`` or ``seed`` is not an int (bools, floats and strings are not).
+            ValueError: ``n < 1`` or a negative seed.
         """
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        return self._sample(int(n), _rng(seed))
+        n = _check_int(n, "n")
+        return self._sample(n, _rng(seed))
 
     def _sample(self, n: int, rng: np.random.Generator) -> Batch:
         raise NotImplementedError
@@ -128,6 +207,10 @@ class Task:
 
         Returns:
             a float for ``[B, L, O]``, a numpy array ``[V]`` for ``[V, B, L, O]``.
+
+        Raises:
+            ValueError: a shape mismatch, a mask that selects nothing, or a target without
+                variance over the masked entries (FVU is then undefined).
         """
         y_hat, y, mask = self._check(y_hat, batch)
         count = mask.sum(axis=(0, 1))
@@ -137,6 +220,11 @@ class Task:
         # per-output mean over trials and time, masked entries only
         y_bar = np.where(count > 0, (y * mask).sum(axis=(0, 1)) / np.maximum(count, 1), 0.0)
         total = (((y - y_bar) * mask) ** 2).sum()
+        if not total > 0:
+            raise ValueError(
+                f"the {self.name} batch's target has zero variance over the masked entries,"
+                " FVU is undefined"
+            )
         resid = (((y_hat - y) * mask) ** 2).sum(axis=(-3, -2, -1))
         out = resid / total
         return float(out) if y_hat.ndim == 3 else out
@@ -168,14 +256,11 @@ class CopyTask(Task):
     def __init__(
         self, n_symbols: int = 8, bits: int = 8, replay_steps: int = 128, metric_steps: int = 128
     ) -> None:
-        for key, value in dict(n_symbols=n_symbols, bits=bits, replay_steps=replay_steps).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"copy task: {key} must be a positive int, got {value!r}")
-        if not isinstance(metric_steps, int) or not 1 <= metric_steps <= replay_steps:
-            raise ValueError(
-                f"copy task: metric_steps must be an int in [1, replay_steps={replay_steps}],"
-                f" got {metric_steps!r}"
-            )
+        n_symbols = _check_int(n_symbols, "copy task: n_symbols")
+        bits = _check_int(bits, "copy task: bits")
+        replay_steps = _check_int(replay_steps, "copy task: replay_steps")
+        # metric_steps counts replay steps, so it cannot exceed them
+        metric_steps = _check_int(metric_steps, "copy task: metric_steps", maximum=replay_steps)
         super().__init__(
             n_symbols=n_symbols, bits=bits, replay_steps=replay_steps, metric_steps=metric_steps
         )
@@ -195,11 +280,17 @@ class CopyTask(Task):
         return _as_batch(x, y, mask)
 
     def metric(self, y_hat: Any, batch: Batch) -> float | np.ndarray:
-        """Sign accuracy over the first ``metric_steps`` replay steps, batched like ``fvu``."""
+        """Sign accuracy over the first ``metric_steps`` replay steps, batched like ``fvu``.
+
+        A prediction (or variant) with a NaN in the counted window scores NaN, not a miss.
+        """
         y_hat, y, _ = self._check(y_hat, batch)
         S, M = self.params["n_symbols"], self.params["metric_steps"]
-        hits = np.sign(y_hat[..., S : S + M, :]) == np.sign(y[..., S : S + M, :])
-        out = hits.mean(axis=(-3, -2, -1))
+        counted = y_hat[..., S : S + M, :]
+        hits = np.sign(counted) == np.sign(y[..., S : S + M, :])
+        out = np.where(
+            np.isnan(counted).any(axis=(-3, -2, -1)), np.nan, hits.mean(axis=(-3, -2, -1))
+        )
         return float(out) if y_hat.ndim == 3 else out
 
 
@@ -219,13 +310,10 @@ class FlipFlopTask(Task):
     name = "flipflop"
 
     def __init__(self, bits: int = 3, seq_len: int = 25, pulse_prob: float = 0.1) -> None:
-        if not isinstance(bits, int) or bits < 1 or not isinstance(seq_len, int) or seq_len < 1:
-            raise ValueError(
-                f"flipflop task: bits and seq_len must be positive ints, got {bits!r}, {seq_len!r}"
-            )
-        if not 0.0 < pulse_prob <= 1.0:
-            raise ValueError(f"flipflop task: pulse_prob must lie in (0, 1], got {pulse_prob!r}")
-        super().__init__(bits=bits, seq_len=seq_len, pulse_prob=float(pulse_prob))
+        bits = _check_int(bits, "flipflop task: bits")
+        seq_len = _check_int(seq_len, "flipflop task: seq_len")
+        pulse_prob = _check_float(pulse_prob, "flipflop task: pulse_prob", 0.0, 1.0, low_open=True)
+        super().__init__(bits=bits, seq_len=seq_len, pulse_prob=pulse_prob)
         self.input_size = self.output_size = bits
         self.seq_len = seq_len
 
@@ -265,13 +353,21 @@ class SineTask(Task):
         frequencies: Sequence[float] = tuple(np.linspace(0.1, 0.6, 8).round(6).tolist()),
         cue_offset: float = 0.25,
     ) -> None:
-        freqs = tuple(float(f) for f in frequencies)
-        if not freqs or not isinstance(seq_len, int) or seq_len < 1:
-            raise ValueError(
-                f"sine task: need a positive int seq_len and at least one frequency, got"
-                f" seq_len={seq_len!r}, frequencies={frequencies!r}"
+        seq_len = _check_int(seq_len, "sine task: seq_len")
+        if isinstance(frequencies, np.ndarray) and frequencies.ndim == 1:
+            frequencies = frequencies.tolist()
+        if not isinstance(frequencies, Sequence) or isinstance(frequencies, str | bytes):
+            raise TypeError(
+                "sine task: frequencies must be a sequence of numbers,"
+                f" got {_describe(frequencies)}"
             )
-        super().__init__(seq_len=seq_len, frequencies=freqs, cue_offset=float(cue_offset))
+        if not frequencies:
+            raise ValueError("sine task: frequencies must hold at least one frequency, got none")
+        freqs = tuple(
+            _check_float(f, f"sine task: frequencies[{k}]") for k, f in enumerate(frequencies)
+        )
+        cue_offset = _check_float(cue_offset, "sine task: cue_offset")
+        super().__init__(seq_len=seq_len, frequencies=freqs, cue_offset=cue_offset)
         self.input_size = self.output_size = 1
         self.seq_len = seq_len
 
@@ -310,21 +406,16 @@ class IntegrationTask(Task):
         bias_scale: float = 0.2,
         target_scale: float = 0.1,
     ) -> None:
-        if not isinstance(seq_len, int) or seq_len < 1:
-            raise ValueError(f"integration task: seq_len must be a positive int, got {seq_len!r}")
-        if noise_std < 0 or bias_scale < 0 or target_scale <= 0:
-            raise ValueError(
-                "integration task: noise_std and bias_scale must be >= 0 and target_scale > 0,"
-                f" got {noise_std!r}, {bias_scale!r}, {target_scale!r}"
-            )
         super().__init__(
-            seq_len=seq_len,
-            noise_std=float(noise_std),
-            bias_scale=float(bias_scale),
-            target_scale=float(target_scale),
+            seq_len=_check_int(seq_len, "integration task: seq_len"),
+            noise_std=_check_float(noise_std, "integration task: noise_std", 0.0),
+            bias_scale=_check_float(bias_scale, "integration task: bias_scale", 0.0),
+            target_scale=_check_float(
+                target_scale, "integration task: target_scale", 0.0, low_open=True
+            ),
         )
         self.input_size, self.output_size = 4, 1
-        self.seq_len = seq_len
+        self.seq_len = self.params["seq_len"]
 
     def _sample(self, n: int, rng: np.random.Generator) -> Batch:
         L, p = self.seq_len, self.params
@@ -359,14 +450,22 @@ def make_task(name: str, **params: Any) -> Task:
         the task; ``task.params`` holds every resolved parameter.
 
     Raises:
-        ValueError: for an unknown name, parameter or parameter value.
+        TypeError: a name that is not a string, or a parameter value of the wrong type (each
+            message names the task and the parameter).
+        ValueError: for an unknown name or parameter, or a parameter value out of its range
+            (floats must be finite).
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"task name must be a str, one of {', '.join(TASKS)}; got {_describe(name)}"
+        )
     if name not in _CLASSES:
         raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
     try:
-        return _CLASSES[name](**params)
+        inspect.signature(_CLASSES[name]).bind(**params)
     except TypeError as err:
         raise ValueError(f"bad parameters for task {name!r}: {err}") from None
+    return _CLASSES[name](**params)
 
 
 def plot_trials(

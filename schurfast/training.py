@@ -35,7 +35,15 @@ from tqdm.auto import tqdm
 
 from schurfast.models import TanhRNN
 from schurfast.rollout import rollout_reference
-from schurfast.tasks import HELDOUT_SEED, VALIDATION_SEED, Batch, Task
+from schurfast.tasks import (
+    HELDOUT_SEED,
+    VALIDATION_SEED,
+    Batch,
+    Task,
+    _check_float,
+    _check_int,
+    _check_seed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +107,25 @@ def _reached(task: Task, value: float, target: float | None) -> bool | None:
     return bool(value >= target) if task.metric_name == "accuracy" else bool(value <= target)
 
 
+def _check_seeds(seeds: object) -> list[int]:
+    """Distinct ints in ``[0, 2**64 - 1]`` (the range a model's initialization seed takes)."""
+    if not isinstance(seeds, Sequence) or isinstance(seeds, str | bytes):
+        hint = f"; for one seed write seeds=({seeds!r},)" if isinstance(seeds, int) else ""
+        raise TypeError(f"seeds must be a sequence of ints, got {type(seeds).__name__}{hint}")
+    out = [_check_int(s, f"seeds[{k}]", minimum=0, maximum=2**64 - 1) for k, s in enumerate(seeds)]
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"seeds must be a non-empty sequence of distinct ints, got {out!r}")
+    return out
+
+
 def _copies(
     init_from: Sequence[TanhRNN], seeds: list[int], sizes: tuple[int, int, int], construction: str
 ) -> list[TanhRNN]:
+    if not isinstance(init_from, Sequence) or isinstance(init_from, str | bytes):
+        raise TypeError(
+            f"init_from must be a list or tuple of TanhRNN models, one per seed, got"
+            f" {type(init_from).__name__}"
+        )
     if len(init_from) != len(seeds):
         raise ValueError(f"init_from needs one model per seed ({len(seeds)}), got {len(init_from)}")
     for seed, model in zip(seeds, init_from, strict=True):
@@ -130,11 +154,18 @@ def evaluate(
         model: a trained ``TanhRNN`` with the task's input and output sizes.
         task: the task.
         n: held-out trials (default 1024).
-        seed: seed of the held-out set (default ``HELDOUT_SEED``, never used by training).
+        seed: seed of the held-out set, a non-negative int or a sequence of them (default
+            ``HELDOUT_SEED``, never used by training).
 
     Returns:
         FVU, or replay accuracy for the copy task.
+
+    Raises:
+        TypeError: a model that is not a ``TanhRNN``, or a seed or ``n`` that is not an int.
+        ValueError: sizes that do not match the task, ``n < 1`` or a negative seed.
     """
+    n = _check_int(n, "n")
+    seed = _check_seed(seed)
     if not isinstance(model, TanhRNN):
         raise TypeError(f"model must be a TanhRNN, got {type(model).__name__}")
     if (model.input_size, model.output_size) != (task.input_size, task.output_size):
@@ -202,6 +233,10 @@ def train(
         (time until it stopped), and ``config``.
 
     Raises:
+        TypeError: an argument of the wrong type (every argument is checked before training).
+        ValueError: an argument out of its range (``lr`` and ``grad_clip`` finite and > 0,
+            seeds distinct non-negative ints, ...), or a task whose validation or held-out
+            targets have no variance.
         TrainingError: ``max_bad_steps`` consecutive non-finite steps for a seed.
 
     Example:
@@ -213,26 +248,38 @@ def train(
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must come from make_task, got {type(task).__name__}")
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of distinct ints, got {seeds!r}")
-    for key, value in dict(
-        epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size, eval_n=eval_n
-    ).items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")
-    if not lr > 0 or not grad_clip > 0 or max_bad_steps < 1:
-        raise ValueError(
-            f"lr and grad_clip must be > 0 and max_bad_steps >= 1, got lr={lr!r},"
-            f" grad_clip={grad_clip!r}, max_bad_steps={max_bad_steps!r}"
-        )
+    seeds = _check_seeds(seeds)
+    epochs = _check_int(epochs, "epochs")
+    batches_per_epoch = _check_int(batches_per_epoch, "batches_per_epoch")
+    batch_size = _check_int(batch_size, "batch_size")
+    eval_n = _check_int(eval_n, "eval_n")
+    max_bad_steps = _check_int(max_bad_steps, "max_bad_steps")
+    lr = _check_float(lr, "lr", 0.0, low_open=True)
+    grad_clip = _check_float(grad_clip, "grad_clip", 0.0, low_open=True)
+    if target is not None:
+        # accuracy lives in [0, 1]; FVU is non-negative
+        high = 1.0 if task.metric_name == "accuracy" else math.inf
+        target = _check_float(target, f"target ({task.metric_name})", 0.0, high)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    budget = epochs * batches_per_epoch if max_steps is None else int(max_steps)
-    if budget < 1:
-        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    budget = epochs * batches_per_epoch
+    if max_steps is not None:
+        budget = _check_int(max_steps, "max_steps")
     if target is None:
         budget = min(budget, epochs * batches_per_epoch)
+
+    # both evaluation sets up front, so a task whose targets have no variance (FVU undefined)
+    # fails here and not after the whole run
+    validation = task.sample(eval_n, VALIDATION_SEED)
+    heldout_set = task.sample(eval_n, HELDOUT_SEED)
+    for name, batch in (("validation", validation), ("held-out", heldout_set)):
+        try:
+            if task.metric_name == "fvu":
+                task.fvu(batch.y, batch)
+        except ValueError as err:
+            raise ValueError(f"{err} on the {name} set of eval_n={eval_n} trials") from None
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be True or False, got {type(bias).__name__} {bias!r}")
 
     config = dict(
         task=task.name,
@@ -261,7 +308,6 @@ def train(
     offset = [(m.train_info or {}).get("steps", 0) for m in models]
     params = [list(m.parameters()) for m in models]
     opt = torch.optim.Adam([p for ps in params for p in ps], lr=lr)
-    validation = task.sample(eval_n, VALIDATION_SEED)
 
     S = len(seeds)
     active = list(range(S))
@@ -358,7 +404,7 @@ def train(
     for i in active:
         wall[i] = time.perf_counter() - start
 
-    heldout = _metrics(models, task, task.sample(eval_n, HELDOUT_SEED))
+    heldout = _metrics(models, task, heldout_set)
     for i, model in enumerate(models):
         model.train_info = dict(
             seed=seeds[i],

@@ -214,3 +214,13 @@ def test_ablation_variants_errors():
         schurfast.ablation_variants(F, ["RC"], [])
     with pytest.raises(ValueError, match="alpha"):
         schurfast.ablation_variants(F, ["RC"], [0.9, 2.0])
+
+
+def test_ablation_of_empty_matrices_is_empty():
+    F = schurfast.ordered_schur(np.zeros((2, 0, 0)))
+
+    assert schurfast.sectors(F).n_R.tolist() == [0, 0]
+    assert schurfast.ablate(F, "RC").shape == (2, 0, 0)
+    W, table = schurfast.ablation_variants(F, ["RC", "CC"], [0.9])
+    assert W.shape == (4, 0, 0)
+    assert table["mass"].tolist() == [0.0] * 4

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -87,3 +88,61 @@ def test_save_checkpoint_errors(tmp_path):
     with pytest.raises(TypeError, match="JSON-like"):
         save_checkpoint(TanhRNN(2, 4, 1), tmp_path / "x.safetensors", thing=object())
     assert list(tmp_path.iterdir()) == []
+
+
+def _with_header(tmp_path, name, config, meta="{}", tensors=None):
+    path = tmp_path / name
+    tensors = TanhRNN(3, 8, 2).state_dict() if tensors is None else tensors
+    save_file(
+        tensors, path, metadata={"schurfast.model": json.dumps(config), "schurfast.meta": meta}
+    )
+    return path
+
+
+def test_load_checkpoint_header_errors(tmp_path, monkeypatch):
+    # a header that disagrees with the tensors must be refused before any model is built
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_checkpoint built a model from an unchecked header")
+
+    monkeypatch.setattr("schurfast.checkpoints.TanhRNN", refuse)
+    config = TanhRNN(3, 8, 2).config
+
+    for k, meta in enumerate(("[]", "null")):
+        path = _with_header(tmp_path, f"meta{k}.safetensors", config, meta=meta)
+        with pytest.raises(ValueError, match=f"meta{k}.safetensors: the metadata must be"):
+            load_checkpoint(path)
+
+    huge = _with_header(tmp_path, "huge.safetensors", {**config, "hidden_size": 10**7})
+    with pytest.raises(ValueError, match=r"huge.safetensors: .*weight_hh: expected \[10000000"):
+        load_checkpoint(huge)
+
+    no = _with_header(tmp_path, "no.safetensors", {**config, "hidden_bias": "no"})
+    with pytest.raises(ValueError, match="no.safetensors: .*hidden_bias must be true or false"):
+        load_checkpoint(no)
+
+    listed = _with_header(tmp_path, "listed.safetensors", [1, 2])
+    with pytest.raises(ValueError, match="listed.safetensors: the model config must be"):
+        load_checkpoint(listed)
+
+    unsized = _with_header(tmp_path, "unsized.safetensors", {**config, "input_size": "3"})
+    with pytest.raises(ValueError, match="unsized.safetensors: .*input_size must be a positive"):
+        load_checkpoint(unsized)
+
+
+def test_save_checkpoint_metadata_conversion(tmp_path):
+    path = save_checkpoint(
+        TanhRNN(2, 4, 1),
+        tmp_path / "m.safetensors",
+        arr=np.arange(3),
+        grid=np.ones((2, 2), dtype=np.float32),
+        scalar=np.float32(0.5),
+        count=np.int64(7),
+        nested={"flag": np.bool_(True), "values": (np.int32(1), torch.tensor([2.0]))},
+    )
+    meta = load_checkpoint(path)[1]
+
+    assert meta["arr"] == [0, 1, 2] and meta["grid"] == [[1.0, 1.0], [1.0, 1.0]]
+    assert meta["scalar"] == 0.5 and meta["count"] == 7
+    assert meta["nested"] == {"flag": True, "values": [1, [2.0]]}
+    with pytest.raises(TypeError, match=r"checkpoint metadata 'nested.inner\[1\]' must be"):
+        save_checkpoint(TanhRNN(2, 4, 1), tmp_path / "x.safetensors", nested={"inner": [1, {2}]})

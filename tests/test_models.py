@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -149,3 +150,49 @@ def test_constructor_errors():
         TanhRNN(2, 0, 1)
     with pytest.raises(ValueError, match=r"x must have shape \[B, L, 2\]"):
         TanhRNN(2, 4, 1)(torch.zeros(3, 5, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_from_torch_casts_every_parameter_to_float32(dtype):
+    torch.manual_seed(0)
+    rnn = nn.RNN(3, 7, batch_first=True, dtype=dtype)
+    readout = nn.Linear(7, 2, dtype=dtype)
+    model = TanhRNN.from_torch(rnn, readout)
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.b is not None and model.c is not None
+    with torch.no_grad():
+        expected = readout.double()(rnn.double()(x)[0])
+    # the model holds the source's weights rounded to float32
+    torch.testing.assert_close(model(x).double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((3, True, 3), {}, TypeError, "hidden_size must be a positive int, got bool"),
+        ((3, "8", 3), {}, TypeError, "hidden_size must be a positive int, got str"),
+        ((3, 8, 3), dict(seed=-1), ValueError, r"seed must be an int in \[0, 2\*\*64 - 1\]"),
+        ((3, 8, 3), dict(seed=2**64), ValueError, r"seed must be an int in \[0, 2\*\*64 - 1\]"),
+        ((3, 8, 3), dict(seed=1.7), TypeError, "seed must be an int .* got float 1.7"),
+        ((3, 8, 3), dict(bias="no"), TypeError, "bias must be True or False"),
+    ],
+)
+def test_constructor_argument_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TanhRNN(*args, **kwargs)
+
+
+def test_constructor_takes_numpy_integers():
+    model = TanhRNN(np.int32(3), np.int64(8), np.int16(2), seed=np.uint64(5))
+    assert model.config["hidden_size"] == 8 and type(model.hidden_size) is int
+    torch.testing.assert_close(model.W_hh, TanhRNN(3, 8, 2, seed=5).W_hh)
+
+
+def test_forward_errors():
+    model = TanhRNN(3, 8, 2)
+    with pytest.raises(TypeError, match=r"x must be a torch tensor \[B, L, 3\], got ndarray"):
+        model(np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match=r"x must have shape \[B, L, 3\], got \[2, 4, 5\]"):
+        model(torch.zeros(2, 4, 5))

@@ -368,3 +368,16 @@ def test_triton_kernels_compile_for_a_real_gpu():
 
 def test_rollout_is_exported():
     assert schurfast.rollout is rollout
+
+
+@pytest.mark.parametrize("missing", ["W_hh", "W_xh", "W_hy", "x"])
+def test_rollout_refuses_none_for_required_arguments(missing):
+    args = {
+        "W_hh": torch.zeros(1, 3, 3),
+        "W_xh": torch.zeros(3, 2),
+        "W_hy": torch.zeros(1, 3),
+        "x": torch.zeros(1, 4, 2),
+    }
+    args[missing] = None
+    with pytest.raises(TypeError, match=f"{missing}: expected a torch.Tensor, got NoneType"):
+        rollout(**args)

@@ -358,3 +358,15 @@ def test_schur_case(name):
         assert list(F.block_sizes).count(2) == 6
         again = schurfast.ordered_schur(W)
         assert np.array_equal(F.T, again.T) and np.array_equal(F.Q, again.Q)
+
+
+def test_ordered_schur_refuses_forms_that_overflow():
+    huge = np.full((3, 3), np.finfo(np.float64).max)
+    with pytest.raises(schurfast.SchurError, match="overflows float64") as caught:
+        schurfast.ordered_schur(huge)
+    assert caught.value.index == ()
+
+    F = schurfast.ordered_schur(np.stack([np.eye(3), huge]), on_error="status")
+    assert F.status.tolist() == ["ok", "overflow"]
+    assert np.isnan(F.T[1]).all()
+    np.testing.assert_array_equal(F.T[0], np.eye(3))

@@ -141,3 +141,74 @@ def test_plot_trials_writes_png(tmp_path):
 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt.get_fignums() == figures_before
+
+
+@pytest.mark.parametrize(
+    "name, params, error, match",
+    [
+        ("copy", dict(bits=True), TypeError, "copy task: bits must be a positive int, got bool"),
+        ("copy", dict(metric_steps=True), TypeError, "copy task: metric_steps .* got bool"),
+        ("copy", dict(n_symbols=2.0), TypeError, "copy task: n_symbols .* got float"),
+        ("sine", dict(seq_len=True), TypeError, "sine task: seq_len .* got bool"),
+        ("sine", dict(frequencies=[float("nan")]), ValueError, r"sine task: frequencies\[0\]"),
+        ("sine", dict(frequencies="abc"), TypeError, "sine task: frequencies must be a sequence"),
+        ("sine", dict(frequencies=[]), ValueError, "sine task: frequencies must hold at least"),
+        ("sine", dict(cue_offset=float("nan")), ValueError, "sine task: cue_offset .* finite"),
+        ("sine", dict(cue_offset="x"), TypeError, "sine task: cue_offset .* got str"),
+        ("flipflop", dict(pulse_prob=np.array([0.5, 0.5])), TypeError, "flipflop task: pulse_p"),
+        ("flipflop", dict(pulse_prob=float("nan")), ValueError, r"pulse_prob .* in \(0, 1\]"),
+        ("integration", dict(noise_std=float("nan")), ValueError, "integration task: noise_std"),
+        ("integration", dict(target_scale=float("inf")), ValueError, "task: target_scale"),
+        ("integration", dict(bias_scale=None), TypeError, "integration task: bias_scale"),
+    ],
+)
+def test_task_parameter_errors(name, params, error, match):
+    with pytest.raises(error, match=match):
+        make_task(name, **params)
+
+
+def test_task_name_errors():
+    with pytest.raises(TypeError, match=r"task name must be a str.*got list \['copy'\]"):
+        make_task(["copy"])
+
+
+def test_tasks_take_numpy_integers():
+    task = make_task(
+        "copy", bits=np.int64(4), n_symbols=np.int32(3), replay_steps=5, metric_steps=np.int16(5)
+    )
+    assert task.params["bits"] == 4 and type(task.params["bits"]) is int
+    assert task.sample(np.int64(2), seed=np.uint8(7)).x.shape == (2, 8, 4)
+
+
+@pytest.mark.parametrize(
+    "seed, error",
+    [(-1, ValueError), (np.int64(-3), ValueError), ((1, -2), ValueError), ([], ValueError)]
+    + [("abc", TypeError), (1.7, TypeError), (True, TypeError), ([1, [2]], TypeError)],
+)
+def test_sample_seed_errors(seed, error):
+    with pytest.raises(error, match="seed must be a non-negative int"):
+        make_task("flipflop").sample(2, seed)
+
+
+def test_fvu_errors():
+    task = make_task("sine", frequencies=[0.0])
+    batch = task.sample(3, seed=0)
+    with pytest.raises(ValueError, match="target has zero variance.*FVU is undefined"):
+        task.fvu(batch.y + 0.1, batch)
+    with pytest.raises(TypeError, match="y_hat must be a real"):
+        task.fvu(batch.y.to(torch.complex64), batch)
+
+
+def test_copy_accuracy_of_nan_predictions_is_nan_per_variant():
+    task = make_task("copy", n_symbols=2, bits=3, replay_steps=6, metric_steps=4)
+    batch = task.sample(5, seed=0)
+    poisoned = batch.y.clone()
+    poisoned[1, 2 + 3, 0] = float("nan")
+    # outside the counted window a NaN does not count
+    outside = batch.y.clone()
+    outside[1, 2 + 5, 0] = float("nan")
+
+    assert np.isnan(task.metric(poisoned, batch))
+    assert task.metric(outside, batch) == 1.0
+    values = task.metric(torch.stack([batch.y, poisoned, -batch.y]), batch)
+    assert values[0] == 1.0 and np.isnan(values[1]) and values[2] == 0.0

@@ -152,7 +152,7 @@ def test_train_errors():
         train(task, **{**SMALL, "epochs": 0})
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         train(task, lr_schedule="step", **SMALL)
-    with pytest.raises(ValueError, match="lr and grad_clip must be > 0"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\)"):
         train(task, lr=0.0, **SMALL)
     with pytest.raises(TypeError, match="task must come from make_task"):
         train("sine", **SMALL)
@@ -185,3 +185,60 @@ def test_init_from_errors():
         train(task, seeds=(0, 2), init_from=first, **SMALL)
     with pytest.raises(ValueError, match="construction"):
         train(task, seeds=(0, 1), construction="cayley", init_from=first, **SMALL)
+
+
+def _no_model_building(monkeypatch):
+    # argument errors must come before any model is built or any step is taken
+    def refuse(*args, **kwargs):
+        raise AssertionError("train built a model before checking its arguments")
+
+    monkeypatch.setattr("schurfast.training.TanhRNN", refuse)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(lr=float("inf")), ValueError, r"lr must be a finite number in \(0, inf\)"),
+        (dict(lr=float("nan")), ValueError, "lr must be a finite number"),
+        (dict(grad_clip=float("inf")), ValueError, "grad_clip must be a finite number"),
+        (dict(seeds=[-1]), ValueError, r"seeds\[0\] must be an int in \[0, 2\*\*64 - 1\]"),
+        (dict(seeds=[0.2, 0.7]), TypeError, r"seeds\[0\] .* got float 0.2"),
+        (dict(seeds=[1.5, 2.5]), TypeError, r"seeds\[0\] .* got float 1.5"),
+        (dict(seeds=[True, 0]), TypeError, r"seeds\[0\] .* got bool"),
+        (dict(seeds="01"), TypeError, "seeds must be a sequence of ints, got str"),
+        (dict(seeds=5), TypeError, r"got int; for one seed write seeds=\(5,\)"),
+        (dict(target="a"), TypeError, r"target \(fvu\) must be a finite number"),
+        (dict(target=float("nan")), ValueError, r"target \(fvu\) must be a finite number"),
+        (dict(max_steps="3"), TypeError, "max_steps must be a positive int, got str"),
+        (dict(max_steps=1.5), TypeError, "max_steps must be a positive int, got float"),
+        (dict(max_bad_steps=1.5), TypeError, "max_bad_steps must be a positive int"),
+        (dict(bias="yes"), TypeError, "bias must be True or False"),
+    ],
+)
+def test_train_argument_errors(monkeypatch, kwargs, error, match):
+    _no_model_building(monkeypatch)
+    with pytest.raises(error, match=match):
+        train(make_task("sine"), **{**SMALL, **kwargs})
+
+
+def test_train_init_from_errors(monkeypatch):
+    _no_model_building(monkeypatch)
+    models = (TanhRNN(1, 7, 1) for _ in range(3))
+    with pytest.raises(TypeError, match="init_from must be a list or tuple .* got generator"):
+        train(make_task("sine"), init_from=models, **SMALL)
+
+
+def test_train_refuses_a_task_without_target_variance(monkeypatch):
+    _no_model_building(monkeypatch)
+    with pytest.raises(ValueError, match="zero variance.*on the validation set of eval_n=32"):
+        train(make_task("sine", frequencies=[0.0]), **SMALL)
+
+
+def test_evaluate_errors():
+    model, task = TanhRNN(1, 4, 1), make_task("sine")
+    for seed, error in [(-3, ValueError), ("abc", TypeError), (1.7, TypeError)]:
+        with pytest.raises(error, match="seed must be a non-negative int"):
+            evaluate(model, task, n=8, seed=seed)
+    with pytest.raises(TypeError, match="n must be a positive int, got bool"):
+        evaluate(model, task, n=True)
+    assert np.isfinite(evaluate(model, task, n=np.int64(8), seed=np.int64(3)))
