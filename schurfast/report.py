@@ -466,7 +466,12 @@ def build_report(out: str | os.PathLike) -> Path:
     ]
     if timings:
         parts = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items())
-        report.append(f"Wall time of the last run: {parts}.\n")
+        computed = sum(manifest.get("units_computed", {}).values())
+        reused = sum(manifest.get("units_reused", {}).values())
+        report.append(
+            f"Wall time of the last run: {parts} ({computed} units computed, {reused} reused "
+            "from earlier runs in this directory).\n"
+        )
     path = out / "report.md"
     write_text(path, "\n".join(report))
     logger.info("report written to %s", path)

@@ -100,9 +100,12 @@ def test_run_writes_report_manifest_and_figures(tiny_run):
         assert heading in summary
     for figure in ("copy_accuracy_vs_mass.png", "block_effects.png", "eigenvalue_moduli.png"):
         assert (out / "figures" / figure).read_bytes()[:4] == b"\x89PNG"
-    assert "figures/block_effects.png" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "figures/block_effects.png" in report
 
     manifest = json.loads((out / "manifest.json").read_text())
+    computed = sum(manifest["units_computed"].values())
+    assert computed > 0 and f"({computed} units computed, 0 reused" in report
     assert manifest["config"]["seeds"] == list(TINY["seeds"])
     assert manifest["versions"]["torch"]
     assert len(manifest["checkpoints"]) == N_MODELS
