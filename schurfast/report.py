@@ -66,6 +66,17 @@ def _groups(results: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(results["task"], results["construction"], strict=True)))
 
 
+def _group_rows(results: pd.DataFrame, alpha: float):
+    """(task, construction, rows at threshold alpha) for every group, in order."""
+    for task, construction in _groups(results):
+        part = results[
+            (results["task"] == task)
+            & (results["construction"] == construction)
+            & (results["alpha"] == alpha)
+        ]
+        yield task, construction, part
+
+
 def copy_threshold_table(results: pd.DataFrame) -> str | None:
     """alpha x construction: n_R, and replay accuracy intact, without N_CC, without N_RC."""
     copy = results[(results["task"] == "copy") & (results["kind"] == "ablation")]
@@ -87,12 +98,7 @@ def copy_threshold_table(results: pd.DataFrame) -> str | None:
 def block_table(results: pd.DataFrame, alpha: float) -> str:
     """Per task and construction, per single block: Delta and S, against matched-norm controls."""
     rows = []
-    for task, construction in _groups(results):
-        part = results[
-            (results["task"] == task)
-            & (results["construction"] == construction)
-            & (results["alpha"] == alpha)
-        ]
+    for task, construction, part in _group_rows(results, alpha):
         metric = part["metric_name"].iloc[0]
         for block in BLOCKS:
             abl = part[(part["kind"] == "ablation") & (part["subset"] == block)]
@@ -336,12 +342,7 @@ def _words(results: pd.DataFrame, models: pd.DataFrame, alpha: float) -> list[st
     from schurfast.protocol import MIN_MASS
 
     lines = []
-    for task, construction in _groups(results):
-        part = results[
-            (results["task"] == task)
-            & (results["construction"] == construction)
-            & (results["alpha"] == alpha)
-        ]
+    for task, construction, part in _group_rows(results, alpha):
         metric = part["metric_name"].iloc[0]
         intact = part[(part["kind"] == "ablation") & (part["subset"] == "none")]["metric"]
         sentence = [
