@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from schurfast._io import atomic_write
 from schurfast.models import CONSTRUCTIONS, TanhRNN
 from schurfast.tasks import _check_int
 
@@ -160,16 +160,7 @@ def save_checkpoint(model: TanhRNN, path: str | os.PathLike, **meta: Any) -> Pat
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[TanhRNN, dict[str, Any]]:

@@ -34,7 +34,6 @@ import platform
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +45,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from schurfast._io import atomic_write
+from schurfast.ablation import BLOCKS
+
 logger = logging.getLogger(__name__)
 
-BLOCKS = ("RR", "RC", "CC")
 COPY_CONSTRUCTIONS = ("dense-default", "dense-orthogonal", "dense-normal", "cayley")
 UnitHook = Callable[[str, Path], None]
 # below this relative mass a change is within float32 rounding of W_hh; S is left undefined
@@ -280,15 +281,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # write beside the target and rename, so a reader never sees half a file
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from schurfast.ablation import BLOCKS
+
 logger = logging.getLogger(__name__)
 
-BLOCKS = ("RR", "RC", "CC")
 FIGURES = ("copy_accuracy_vs_mass.png", "block_effects.png", "eigenvalue_moduli.png")
 
 
