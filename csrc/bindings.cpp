@@ -59,7 +59,7 @@ template <typename T>
 void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& W_xh, const Array<T>& W_hy,
                        const Array<T>& x, Array<T> y, std::optional<Array<T>> hidden,
                        std::optional<Array<T>> b, std::optional<Array<T>> h0,
-                       std::optional<Array<T>> c) {
+                       std::optional<Array<T>> c, int threads) {
   if (W_hh.ndim() != 3 || W_hh.shape(1) != W_hh.shape(2)) {
     throw std::invalid_argument("W_hh: expected shape [V, H, H], got " + shape_of(W_hh));
   }
@@ -73,11 +73,17 @@ void rollout_cpu_bound(const Array<T>& W_hh, const Array<T>& W_xh, const Array<T
   p.O = y.shape(3);
   check_shape<T>("y", y, {p.B, p.L, p.O}, p.V);
   p.W_hh = W_hh.data();
-  if (x.ndim() != 3 || x.shape(0) != p.B || x.shape(1) != p.L) {
+  p.threads = std::max(0, threads);
+  p.x_per_variant = x.ndim() == 4;
+  const py::ssize_t lead = p.x_per_variant ? 1 : 0;
+  if ((x.ndim() != 3 && x.ndim() != 4) || (p.x_per_variant && x.shape(0) != p.V) ||
+      x.shape(lead) != p.B || x.shape(lead + 1) != p.L) {
     throw std::invalid_argument("x: expected shape [" + std::to_string(p.B) + ", " +
-                                std::to_string(p.L) + ", I], got " + shape_of(x));
+                                std::to_string(p.L) + ", I] or [" + std::to_string(p.V) + ", " +
+                                std::to_string(p.B) + ", " + std::to_string(p.L) + ", I], got " +
+                                shape_of(x));
   }
-  p.I = x.shape(2);
+  p.I = x.shape(lead + 2);
   p.x = x.data();
   p.W_xh_per_variant = check_shape<T>("W_xh", W_xh, {p.H, p.I}, p.V);
   p.W_xh = W_xh.data();
@@ -113,10 +119,61 @@ void def_rollout(py::module_& m) {
         py::arg("W_xh").noconvert(), py::arg("W_hy").noconvert(), py::arg("x").noconvert(),
         py::arg("y").noconvert(), py::arg("hidden").noconvert() = py::none(),
         py::arg("b").noconvert() = py::none(), py::arg("h0").noconvert() = py::none(),
-        py::arg("c").noconvert() = py::none(),
+        py::arg("c").noconvert() = py::none(), py::arg("threads") = 0,
         "Fused tanh RNN rollout over V recurrent matrices into the preallocated y [V, B, L, O]\n"
-        "(and hidden [V, B, L, H]) from x [B, L, I]; W_xh [H, I] or [V, H, I].\n"
-        "All arrays C-contiguous of one dtype (float32 or float64).");
+        "(and hidden [V, B, L, H]) from x [B, L, I] or [V, B, L, I]; W_xh [H, I] or\n"
+        "[V, H, I]. All arrays C-contiguous of one dtype (float32 or float64). threads=0\n"
+        "uses max_threads().");
+}
+
+// The gradient of a per-variant rollout: W_hh [V, H, H], W_hy [V, O, H], hidden [V, B, L, H],
+// grad_y [V, B, L, O], grad_pre [V, B, L, H].
+template <typename T>
+void rollout_backward_bound(const Array<T>& W_hh, const Array<T>& W_hy, const Array<T>& hidden,
+                            const Array<T>& grad_y, Array<T> grad_pre, int threads) {
+  if (hidden.ndim() != 4) {
+    throw std::invalid_argument("hidden: expected shape [V, B, L, H], got " + shape_of(hidden));
+  }
+  schurfast::RolloutGradProblem<T> p;
+  p.V = hidden.shape(0);
+  p.B = hidden.shape(1);
+  p.L = hidden.shape(2);
+  p.H = hidden.shape(3);
+  p.O = W_hy.ndim() == 3 ? W_hy.shape(1) : -1;
+  p.threads = std::max(0, threads);
+  auto expect = [](const char* name, const Array<T>& a, std::vector<int64_t> want) {
+    bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
+    for (size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
+    if (ok) return;
+    std::string s = "[";
+    for (size_t i = 0; i < want.size(); ++i) s += (i ? ", " : "") + std::to_string(want[i]);
+    throw std::invalid_argument(std::string(name) + ": expected shape " + s + "], got " +
+                                shape_of(a));
+  };
+  expect("W_hh", W_hh, {p.V, p.H, p.H});
+  if (p.O < 0) throw std::invalid_argument("W_hy: expected shape [V, O, H], got " + shape_of(W_hy));
+  expect("W_hy", W_hy, {p.V, p.O, p.H});
+  expect("grad_y", grad_y, {p.V, p.B, p.L, p.O});
+  expect("grad_pre", grad_pre, {p.V, p.B, p.L, p.H});
+  p.W_hh = W_hh.data();
+  p.W_hy = W_hy.data();
+  p.hidden = hidden.data();
+  p.grad_y = grad_y.data();
+  p.grad_pre = grad_pre.mutable_data();
+
+  py::gil_scoped_release release;
+  schurfast::rollout_backward_cpu(p);
+}
+
+template <typename T>
+void def_rollout_backward(py::module_& m) {
+  m.def("rollout_backward_cpu", &rollout_backward_bound<T>, py::arg("W_hh").noconvert(),
+        py::arg("W_hy").noconvert(), py::arg("hidden").noconvert(), py::arg("grad_y").noconvert(),
+        py::arg("grad_pre").noconvert(), py::arg("threads") = 0,
+        "Backpropagation through a rollout with per-variant weights: the gradient with respect\n"
+        "to every pre-activation into the preallocated grad_pre [V, B, L, H], from W_hh\n"
+        "[V, H, H], W_hy [V, O, H], the hidden states [V, B, L, H] of the forward rollout and\n"
+        "grad_y [V, B, L, O]. threads=0 uses max_threads().");
 }
 
 }  // namespace
@@ -130,6 +187,8 @@ PYBIND11_MODULE(_core, m) {
   // fused CPU rollout
   def_rollout<float>(m);
   def_rollout<double>(m);
+  def_rollout_backward<float>(m);
+  def_rollout_backward<double>(m);
   m.def(
       "tanh_f32",
       [](const Array<float>& x) {

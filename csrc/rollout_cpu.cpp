@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "parallel.hpp"
@@ -159,9 +161,16 @@ void tanh_f32(const float* x, float* out, int64_t n) {
 
 namespace {
 
+// SCHURFAST_PORTABLE=1 in the environment selects the portable path on any CPU, so that it
+// can be tested where AVX2 is present; read once, at the first call.
 bool cpu_has_avx2() {
 #ifdef SCHURFAST_HAVE_AVX2_PATH
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const auto portable_forced = [] {
+    const char* value = std::getenv("SCHURFAST_PORTABLE");
+    return value != nullptr && std::string_view(value) == "1";
+  };
+  static const bool ok =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !portable_forced();
   return ok;
 #else
   return false;
@@ -184,6 +193,20 @@ void rollout_cpu(const RolloutProblem<double>& p) {
   if (cpu_has_avx2()) return avx2::rollout_tiles<avx2::SimdD>(p);
 #endif
   portable::rollout_tiles<portable::Simd<double>>(p);
+}
+
+void rollout_backward_cpu(const RolloutGradProblem<float>& p) {
+#ifdef SCHURFAST_HAVE_AVX2_PATH
+  if (cpu_has_avx2()) return avx2::rollout_backward_tiles<avx2::SimdF>(p);
+#endif
+  portable::rollout_backward_tiles<portable::Simd<float>>(p);
+}
+
+void rollout_backward_cpu(const RolloutGradProblem<double>& p) {
+#ifdef SCHURFAST_HAVE_AVX2_PATH
+  if (cpu_has_avx2()) return avx2::rollout_backward_tiles<avx2::SimdD>(p);
+#endif
+  portable::rollout_backward_tiles<portable::Simd<double>>(p);
 }
 
 void tanh_f32(const float* x, float* out, int64_t n) {

@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batches-per-epoch", type=int)
     run.add_argument("--batch-size", type=int)
     run.add_argument("--lr", type=float)
+    run.add_argument("--lr-schedule", help="cosine or constant (default: cosine)")
     run.add_argument("--hidden-size", type=int, help="width for flipflop, sine, integration")
     run.add_argument("--copy-hidden-size", type=int, help="width for copy")
     run.add_argument(
@@ -102,6 +103,7 @@ def _run(args) -> None:
         "batches_per_epoch": args.batches_per_epoch,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
         "hidden_size": args.hidden_size,
         "copy_hidden_size": args.copy_hidden_size,
         "copy_constructions": args.copy_constructions,

@@ -68,9 +68,10 @@ class ProtocolConfig:
     (``copy_warmup_replay_steps``; ``None`` skips it) until the validation accuracy reaches
     ``copy_warmup_target`` or ``copy_warmup_max_steps`` steps, then the full task until the
     validation accuracy reaches ``copy_target`` or after ``copy_max_steps`` more steps
-    (``None`` targets train exactly ``epochs`` epochs). A controller counts as solved when its
-    held-out replay accuracy is at least ``copy_solved``. Training runs on ``train_threads``
-    torch threads and checks itself on ``train_eval_size`` validation trials.
+    (``None`` targets train exactly ``epochs`` epochs). Every stage uses Adam at ``lr`` with
+    the ``lr_schedule`` of ``schurfast.train`` over its step budget. A controller counts as
+    solved when its held-out replay accuracy is at least ``copy_solved``. Training runs on
+    ``train_threads`` torch threads and checks itself on ``train_eval_size`` validation trials.
 
     Evaluation: every subset of {RR, RC, CC} for every threshold in ``alphas``, ``controls``
     matched-norm random draws per single-block ablation (seeded by ``control_seed`` and the
@@ -89,6 +90,7 @@ class ProtocolConfig:
     batches_per_epoch: int = 128
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     copy_target: float | None = 0.995
     copy_max_steps: int | None = 3000
     copy_warmup_replay_steps: int | None = 24
@@ -206,6 +208,12 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     for key in (*positive, "train_eval_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    from schurfast.training import LR_SCHEDULES
+
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}"
+        )
     if cfg.train_threads is not None and cfg.train_threads < 1:
         raise ValueError(f"train_threads must be >= 1 or None, got {cfg.train_threads}")
     if cfg.copy_hidden_size < 1 or cfg.controls < 0:
@@ -343,6 +351,7 @@ def _train_key(spec: ModelSpec, cfg: ProtocolConfig, task) -> dict[str, Any]:
         "batches_per_epoch": cfg.batches_per_epoch,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
+        "lr_schedule": cfg.lr_schedule,
         "eval_size": cfg.train_eval_size,
         # the thread count can change the order of float reductions, so it is part of the key
         "threads": cfg.train_threads,
@@ -453,6 +462,7 @@ def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
         batches_per_epoch=cfg.batches_per_epoch,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
+        lr_schedule=cfg.lr_schedule,
         device=cfg.device,
         quiet=not progress,
         eval_n=cfg.train_eval_size,

@@ -7,8 +7,12 @@ see ``schurfast.tasks``), gets its own loss, its own gradient-norm clipping and 
 state, and stops on its own. A seed trained with others therefore ends where it would end
 trained alone, up to float rounding.
 
+On CPU, the forward pass and backpropagation through time of every seed run in the compiled
+core (``schurfast._seed_rollout``), on ``torch.get_num_threads()`` threads.
+
 Per step, for each seed: masked mean squared error on the task's mask; Adam (torch defaults,
-``lr`` 1e-3); gradient norm clipped to ``grad_clip``. A step whose loss or gradient norm is not
+``lr`` 1e-3, by default decayed to zero along a cosine over the step budget); gradient norm
+clipped to ``grad_clip``. A step whose loss or gradient norm is not
 finite is skipped for that seed (its weights and Adam state stay as they were) and counted;
 ``max_bad_steps`` consecutive skipped steps raise ``TrainingError`` naming the seed and step.
 
@@ -33,6 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from schurfast._seed_rollout import seed_rollout
 from schurfast.models import TanhRNN
 from schurfast.rollout import rollout_reference
 from schurfast.tasks import (
@@ -52,35 +57,6 @@ LR_SCHEDULES = ("constant", "cosine")
 
 class TrainingError(RuntimeError):
     """Training could not continue: too many consecutive non-finite steps for one seed."""
-
-
-def _rollout_seeds(
-    W_hh: Tensor,
-    W_xh: Tensor,
-    W_hy: Tensor,
-    x: Tensor,
-    b: Tensor | None,
-    c: Tensor | None,
-) -> Tensor:
-    """``y [S, B, L, O]`` for per-seed weights and per-seed inputs ``x [S, B, L, I]``."""
-    S, B, L, _ = x.shape
-    u = torch.einsum("sbli,shi->sblh", x, W_xh)
-    if b is not None:
-        u = u + b[:, None, None, :]
-
-    # unbind once: indexing u[:, :, t] in the loop would make every step's backward allocate
-    # and fill a gradient the size of all of u
-    u_t = u.unbind(dim=2)
-    h = x.new_zeros(S, B, W_hh.shape[-1])
-    W_hh_T = W_hh.transpose(-1, -2)
-    states = []
-    for t in range(L):
-        h = torch.tanh(torch.bmm(h, W_hh_T) + u_t[t])
-        states.append(h)
-    hidden = torch.stack(states, dim=2)
-
-    y = torch.einsum("sblh,soh->sblo", hidden, W_hy)
-    return y if c is None else y + c[:, None, None, :]
 
 
 def _stack(models: list[TanhRNN]) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -194,7 +170,7 @@ def train(
     bias: bool = False,
     grad_clip: float = 1.0,
     max_bad_steps: int = 25,
-    lr_schedule: str = "constant",
+    lr_schedule: str = "cosine",
     eval_n: int = 1024,
     init_from: Sequence[TanhRNN] | None = None,
 ) -> list[TanhRNN]:
@@ -219,7 +195,9 @@ def train(
         bias: models with hidden and readout biases.
         grad_clip: per-seed gradient-norm clipping threshold.
         max_bad_steps: consecutive non-finite steps of one seed that raise ``TrainingError``.
-        lr_schedule: ``"constant"``, or ``"cosine"`` (decay to zero over the step budget).
+        lr_schedule: ``"cosine"`` (default: from ``lr`` down to zero over the step budget, so
+            that the final weights do not depend on where a late swing of the loss left
+            them), or ``"constant"``.
         eval_n: trials of the validation and held-out sets.
         init_from: models to continue from, one per seed (copied, not changed), for example
             trained on an easier version of the task. Their batch streams continue after the
@@ -339,7 +317,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         run = [models[i] for i in active]
         W_hh, W_xh, W_hy, b, c = _stack(run)
-        y_hat = _rollout_seeds(W_hh, W_xh, W_hy, x, b, c)
+        y_hat = seed_rollout(W_hh, W_xh, W_hy, x, b, c)
         err = (y_hat - y).square() * mask
         loss = err.sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3))
         loss.sum().backward()

@@ -121,6 +121,7 @@ def test_ablate_finds_prefixes_or_asks_for_them(flipflop_state, tmp_path, capsys
 def test_run_rejects_unknown_preset_and_task(tmp_path, capsys):
     _fails(capsys, ["run", "--preset", "huge", "--out", str(tmp_path)], "unknown preset 'huge'")
     _fails(capsys, ["run", "--tasks", "parity", "--out", str(tmp_path)], "unknown task")
+    _fails(capsys, ["run", "--lr-schedule", "linear", "--out", str(tmp_path)], "lr_schedule")
 
 
 def test_unwritable_directory_fails_before_training(tmp_path, capsys, monkeypatch):

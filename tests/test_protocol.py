@@ -176,6 +176,8 @@ def test_changed_option_recomputes_only_what_depends_on_it(tiny_run, tmp_path):
 
     res = _run(tmp_path, epochs=2, tasks=("flipflop",))
     assert res.computed["models"] == 2
+    res = _run(tmp_path, epochs=2, tasks=("flipflop",), lr_schedule="constant")
+    assert res.computed["models"] == 2
 
 
 def test_copy_warmup_is_a_unit_of_its_own(tmp_path):
@@ -213,12 +215,15 @@ def test_resolve_config_rejects_bad_options():
         protocol.resolve_config("quick", epoch=3)
     with pytest.raises(ValueError, match="device"):
         protocol.resolve_config("quick", device="tpu")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        protocol.resolve_config("quick", lr_schedule="linear")
 
 
 def test_paper_preset_has_the_design_settings():
     cfg = protocol.resolve_config("paper")
     assert cfg.seeds == (0, 1, 2)
     assert (cfg.epochs, cfg.batches_per_epoch, cfg.batch_size, cfg.lr) == (30, 128, 64, 1e-3)
+    assert cfg.lr_schedule == "cosine"
     assert (cfg.hidden_size, cfg.copy_hidden_size, cfg.init) == (64, 72, "orthogonal")
     assert cfg.copy_solved == 0.99 and cfg.alphas == (0.85, 0.9, 0.95)
     specs = protocol.model_specs(cfg)
