@@ -76,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ablate = sub.add_parser("ablate", help="the protocol on one trained model")
     ablate.add_argument("model", help="a schurfast checkpoint or a torch.save'd state dict")
-    ablate.add_argument("--task", required=True, help="copy, flipflop, sine or integration")
+    ablate.add_argument(
+        "--task",
+        help="copy, flipflop, sine or integration (default: the task a schurfast checkpoint"
+        " records; required for a state dict)",
+    )
     ablate.add_argument(
         "--alpha", type=_floats, default=(0.9,), help="threshold(s), comma-separated (default: 0.9)"
     )

@@ -1069,7 +1069,7 @@ def _as_model(model, rnn_prefix, readout_prefix):
 
 def ablate_model(
     model,
-    task: str,
+    task: str | None = None,
     *,
     alphas: Sequence[float] = (0.9,),
     out: str | os.PathLike | None = None,
@@ -1087,7 +1087,9 @@ def ablate_model(
     Args:
         model: a checkpoint or state dict path (see :func:`load_model`), a
             :class:`~schurfast.models.TanhRNN`, or a ``(torch.nn.RNN, torch.nn.Linear)`` pair.
-        task: the task the network was trained on; its held-out set is used.
+        task: the task the network was trained on; its held-out set is used. By default the
+            task a model from ``schurfast.train`` records (kept in its checkpoint), with the
+            task parameters it was trained with unless ``task_params`` are given.
         alphas: sector thresholds.
         out: when given, write the same files as :func:`run` there.
         controls: matched-norm random draws per single-block ablation.
@@ -1096,12 +1098,24 @@ def ablate_model(
         One row per variant, as in ``results.parquet``.
 
     Raises:
-        ValueError: unknown task, or a model that does not fit it.
+        ValueError: unknown task, no task given for a model that does not record one, or a
+            model that does not fit its task.
     """
     from schurfast.tasks import TASKS
 
-    if task not in TASKS:
+    if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {list(TASKS)}")
+    net = _as_model(model, rnn_prefix, readout_prefix).cpu().eval()
+    recorded = (net.train_info or {}).get("config") or {}
+    if task is None:
+        task = recorded.get("task")
+        if task not in TASKS:
+            raise ValueError(
+                "this model does not record the task it was trained on (only models from"
+                " schurfast.train do); name the task (--task on the command line)"
+            )
+    if task_params is None and recorded.get("task") == task:
+        task_params = recorded.get("task_params")
     cfg = resolve_config(
         ProtocolConfig(name="ablate", tasks=(task,), seeds=(0,)),
         alphas=tuple(alphas),
@@ -1113,7 +1127,6 @@ def ablate_model(
     )
     if out is not None:
         out = check_writable(out)
-    net = _as_model(model, rnn_prefix, readout_prefix).cpu().eval()
     the_task = _task(task, cfg)
 
     H, n_in = net.W_xh.shape

@@ -104,6 +104,32 @@ def test_ablate_reads_a_schurfast_checkpoint(tmp_path, capsys):
     assert main(argv) == 0
     assert "| RR+RC+CC |" in capsys.readouterr().out
     _fails(capsys, [*argv[:3], "sine"], "input size 3 and output size 3")
+    # an untrained model records no task
+    _fails(capsys, [argv[0], argv[1], *argv[4:]], "does not record the task")
+
+
+def test_ablate_takes_task_and_its_parameters_from_a_trained_checkpoint(tmp_path, capsys):
+    from schurfast.checkpoints import save_checkpoint
+    from schurfast.training import train
+
+    task = make_task("sine", frequencies=(0.1, 0.2))
+    (model,) = train(task, hidden_size=6, seeds=(0,), epochs=1, batches_per_epoch=2,
+                     batch_size=4, quiet=True, eval_n=8)  # fmt: skip
+    path = tmp_path / "sine.safetensors"
+    save_checkpoint(model, path)
+
+    recorded = protocol.ablate_model(path, controls=1, heldout_size=16)
+    named = protocol.ablate_model(
+        path, "sine", controls=1, heldout_size=16, task_params={"frequencies": (0.1, 0.2)}
+    )
+    default_params = protocol.ablate_model(
+        path, "sine", controls=1, heldout_size=16, task_params={}
+    )
+    pd.testing.assert_frame_equal(recorded, named)
+    # the task's default frequencies give other trials, so other metrics
+    assert not np.allclose(recorded["metric"], default_params["metric"])
+    assert main(["ablate", str(path), "--controls", "1", "--heldout-size", "16"]) == 0
+    assert "| RR+RC+CC |" in capsys.readouterr().out
 
 
 def test_ablate_finds_prefixes_or_asks_for_them(flipflop_state, tmp_path, capsys):
