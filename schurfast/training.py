@@ -12,9 +12,9 @@ core (``schurfast._seed_rollout``), on ``torch.get_num_threads()`` threads.
 
 Per step, for each seed: masked mean squared error on the task's mask; Adam (torch defaults,
 ``lr`` 1e-3, by default decayed to zero along a cosine over the step budget); gradient norm
-clipped to ``grad_clip``. A step whose loss or gradient norm is not
-finite is skipped for that seed (its weights and Adam state stay as they were) and counted;
-``max_bad_steps`` consecutive skipped steps raise ``TrainingError`` naming the seed and step.
+clipped to ``grad_clip``. A step whose loss or gradient norm is not finite is skipped for that
+seed (its weights and Adam state stay as they were) and counted; ``max_bad_steps``
+consecutive skipped steps raise ``TrainingError`` naming the seed and step.
 
 Early stopping: with ``target``, each seed's metric on a validation set (``VALIDATION_SEED``,
 not the held-out set) is checked after every epoch; a seed stops once it reaches the target
