@@ -208,7 +208,12 @@ PYBIND11_MODULE(_core, m) {
   m.attr("SCHUR_REFUSED_TIE_RTOL") = schurfast::kRefusedTieRtol;
   m.def(
       "ordered_schur",
-      [](py::array_t<double, py::array::c_style | py::array::forcecast> W, bool reorder) {
+      [](py::array_t<double, py::array::c_style | py::array::forcecast> W, bool reorder,
+         int max_restarts) {
+        if (max_restarts < 0) {
+          throw std::invalid_argument("ordered_schur: max_restarts must be >= 0, got " +
+                                      std::to_string(max_restarts));
+        }
         if (W.ndim() != 3 || W.shape(1) != W.shape(2)) {
           std::string shape;
           for (py::ssize_t d = 0; d < W.ndim(); ++d) {
@@ -241,6 +246,7 @@ PYBIND11_MODULE(_core, m) {
         b.fail_first = fail_first.mutable_data();
         b.fail_second = fail_second.mutable_data();
         b.reorder = reorder;
+        b.max_restarts = max_restarts;
         {
           py::gil_scoped_release release;
           schurfast::ordered_schur_batch(b);
@@ -263,12 +269,12 @@ PYBIND11_MODULE(_core, m) {
         out["seconds_reorder"] = b.seconds_reorder;
         return out;
       },
-      py::arg("W"), py::arg("reorder") = true,
+      py::arg("W"), py::arg("reorder") = true, py::arg("max_restarts") = 2,
       R"doc(Ordered real Schur form of a batch of finite float64 matrices.
 
 W = Q T Q^T per matrix, the diagonal blocks of T in nonincreasing modulus. W [batch, H, H]
 must be finite (not checked here). With reorder=False the blocks stay in LAPACK's order
-(for timing). Returns a dict of arrays: Q, T [batch, H, H]; wr, wi, moduli, block_sizes
+(for timing). max_restarts fresh decompositions are tried after a refused exchange. Returns a dict of arrays: Q, T [batch, H, H]; wr, wi, moduli, block_sizes
 [batch, H]; refused, accepted, restarts, status, fail_first, fail_second [batch]; and the
 seconds spent in the Schur step and in the reordering, summed over threads.)doc");
   m.def(

@@ -29,9 +29,6 @@ namespace {
 // (exact) so that neither LAPACK nor the moduli under- or overflow
 constexpr int kScaleExponent = 400;
 
-// fresh decompositions tried after an exchange is refused
-constexpr int kMaxRecoveries = 2;
-
 using Clock = std::chrono::steady_clock;
 
 // x * 2^e; the library call is skipped in the common unscaled case, where it costs a few
@@ -219,7 +216,7 @@ void one_matrix(Workspace& ws, SchurBatch& b, int64_t m, double& t_schur, double
   ReorderOutcome outcome;
   int status = kSchurOk;
   int restarts = 0;
-  for (int attempt = 0; attempt <= kMaxRecoveries; ++attempt) {
+  for (int attempt = 0; attempt <= b.max_restarts; ++attempt) {
     restarts = attempt;
     auto start = Clock::now();
     if (attempt == 0) {

@@ -52,6 +52,9 @@ struct SchurBatch {
   int32_t* fail_second = nullptr;
   // skip the reordering (benchmarks measure its share of the time with this)
   bool reorder = true;
+  // fresh decompositions, each after a fixed orthogonal similarity, tried after an exchange
+  // is refused; 0 reports the first refusal that is not a near tie
+  int max_restarts = 2;
   // summed over threads: seconds spent in the Schur step and in the reordering
   double seconds_schur = 0.0;
   double seconds_reorder = 0.0;

@@ -16,10 +16,10 @@ Refused exchanges: LAPACK refuses to exchange two blocks when the result would n
 backward stable (eigenvalues too close for their coupling). Such a refusal between blocks
 whose moduli agree within ``SCHUR_REFUSED_TIE_RTOL = 1e-6`` is accepted (the moduli are
 numerically inseparable) and counted in ``accepted``. Otherwise the matrix is decomposed
-afresh after a fixed orthogonal similarity (a Householder reflection), at most twice; if
-every attempt is refused the matrix fails with :class:`SchurError`, or with
-``on_error="status"`` its outputs are NaN and its ``status`` says why. An unsorted ``T`` is
-never returned.
+afresh after a fixed orthogonal similarity (a Householder reflection), at most
+``max_restarts`` times (default 2); if every attempt is refused the matrix fails with
+:class:`SchurError`, or with ``on_error="status"`` its outputs are NaN and its ``status``
+says why. An unsorted ``T`` is never returned.
 
 Limitations: the computation runs on the host in float64 (a CUDA tensor is copied to the
 host and the results moved back). OpenMP threads go over the batch and LAPACK runs
@@ -154,7 +154,7 @@ def _check_finite(flat: np.ndarray, batch_shape: tuple[int, ...]) -> None:
         )
 
 
-def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
+def ordered_schur(W: Any, *, on_error: str = "raise", max_restarts: int = 2) -> SchurResult:
     """Ordered real Schur form ``W = Q T Q^T``, diagonal blocks by nonincreasing modulus.
 
     Args:
@@ -163,6 +163,9 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
         on_error: ``"raise"`` raises :class:`SchurError` for the first matrix that fails;
             ``"status"`` returns every matrix, the failed ones filled with NaN (block sizes
             0) and named in ``status``.
+        max_restarts: fresh decompositions tried for a matrix after LAPACK refuses an
+            exchange of two blocks that are not near ties (default 2); 0 fails such a matrix
+            at its first refusal.
 
     Returns:
         SchurResult: ``Q``, ``T`` float64 ``[..., H, H]``; ``eigenvalues`` complex
@@ -174,9 +177,11 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
         summed over threads).
 
     Raises:
-        TypeError: W is not a float32/float64 numpy array or torch tensor.
+        TypeError: W is not a float32/float64 numpy array or torch tensor, or
+            ``max_restarts`` is not an int.
         ValueError: W is not a batch of square matrices, or contains NaN/Inf (the batch
-            index is named), or ``on_error`` is unknown.
+            index is named), ``on_error`` is unknown, or ``max_restarts`` lies outside
+            ``[0, 64]``.
         SchurError: a matrix could not be put in ordered form (``on_error="raise"``).
 
     Example:
@@ -187,6 +192,12 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
     """
     if on_error not in _ON_ERROR:
         raise ValueError(f"ordered_schur: on_error must be one of {_ON_ERROR}, got {on_error!r}")
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int | np.integer):
+        raise TypeError(
+            f"ordered_schur: max_restarts must be an int, got {type(max_restarts).__name__}"
+        )
+    if not 0 <= max_restarts <= 64:
+        raise ValueError(f"ordered_schur: max_restarts must be in [0, 64], got {max_restarts}")
     array, dtype, device = _validate(W)
 
     batch_shape = array.shape[:-2]
@@ -198,7 +209,7 @@ def ordered_schur(W: Any, *, on_error: str = "raise") -> SchurResult:
     if flat.shape[0] == 0 or H == 0:
         out = _empty_outputs(flat.shape[0], H)
     else:
-        out = _core.ordered_schur(np.ascontiguousarray(flat))
+        out = _core.ordered_schur(np.ascontiguousarray(flat), max_restarts=int(max_restarts))
 
     status = np.asarray(STATUS_NAMES, dtype=object)[out["status"]].astype("<U16")
     # a finite matrix can still have eigenvalues beyond the float64 range (entries near

@@ -291,14 +291,6 @@ RECOVERABLE = np.array(
         [0.0, 0.0, -16.908, 1.0001],
     ]
 )
-UNRECOVERABLE = np.array(
-    [
-        [0.9999, 6.955e-10, 19.284, 15.634],
-        [-281960.0, 0.9999, -29.526, -3.632],
-        [0.0, 0.0, 1.0016, 1.0822e-09],
-        [0.0, 0.0, -182220.0, 1.0016],
-    ]
-)
 
 
 def test_ordered_schur_accepts_refused_near_ties():
@@ -320,21 +312,37 @@ def test_ordered_schur_recovers_refused_exchange():
 
 
 def test_ordered_schur_refused_exchange_names_the_matrix():
-    W = np.stack([RECOVERABLE, UNRECOVERABLE, NEAR_TIE])
-    with pytest.raises(schurfast.SchurError, match=r"rows \d and \d of W\[1\]") as info:
-        schurfast.ordered_schur(W)
-    assert info.value.index == (1,) and len(info.value.blocks) == 2
+    # Without fresh decompositions the refusal stands. RECOVERABLE is already in Schur form, so
+    # dgees leaves it as it is and the outcome does not depend on the BLAS kernels of the CPU
+    # (whether a fresh decomposition in another basis is refused again does).
+    W = np.stack([NEAR_TIE, RECOVERABLE, np.diag([0.5, 2.0, -1.0, 3.0])])
+    with pytest.raises(schurfast.SchurError, match=r"rows 0 and 2 of W\[1\]") as info:
+        schurfast.ordered_schur(W, max_restarts=0)
+    assert info.value.index == (1,) and info.value.blocks == (0, 2)
+    assert "0 fresh decompositions tried" in str(info.value)
 
     # with on_error="status" the other matrices come back; the failed one is NaN, never unsorted
-    F = schurfast.ordered_schur(W, on_error="status")
+    F = schurfast.ordered_schur(W, on_error="status", max_restarts=0)
     assert list(F.status) == ["ok", "exchange_refused", "ok"]
     assert list(F.ok) == [True, False, True]
     assert np.isnan(F.T[1]).all() and np.isnan(F.Q[1]).all() and np.isnan(F.moduli[1]).all()
     assert np.isnan(F.eigenvalues[1]).all() and not F.block_sizes[1].any()
-    assert F.refused[1] == 3 and F.restarts[1] == 2
+    assert F.refused[1] == 1 and F.restarts[1] == 0
     for m in (0, 2):
         args = (F.Q[m], F.T[m], F.eigenvalues[m], F.block_sizes[m], F.moduli[m], F.accepted[m])
         check_one(W[m], *args)
+
+    # the default tries fresh decompositions and recovers the same matrix
+    F = schurfast.ordered_schur(W, on_error="status")
+    assert list(F.status) == ["ok", "ok", "ok"] and F.restarts[1] >= 1
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(-1, ValueError), (65, ValueError), (1.0, TypeError), (True, TypeError)]
+)
+def test_ordered_schur_max_restarts_is_checked(value, error):
+    with pytest.raises(error, match="max_restarts"):
+        schurfast.ordered_schur(np.eye(2), max_restarts=value)
 
 
 @pytest.mark.parametrize("name", sorted(CASES_BY_NAME))
