@@ -35,7 +35,8 @@ struct Simd {
   static V load(const T* p) { return *p; }
   static void store(T* p, V v) { *p = v; }
   static V bcast(const T* p) { return *p; }
-  static V fma(V a, V b, V c) { return std::fma(a, b, c); }
+  // a * b + c, not std::fma: without an FMA instruction std::fma is a slow library call
+  static V fma(V a, V b, V c) { return a * b + c; }
   static V lane_mask(int64_t n) { return n > 0 ? T(1) : T(0); }
   static V apply_mask(V v, V m) { return m != T(0) ? v : T(0); }
   static T hsum(V v) { return v; }
