@@ -47,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train, decompose, ablate, evaluate and report")
-    run.add_argument("--preset", default="quick", help="quick (minutes) or paper (default: quick)")
+    run.add_argument(
+        "--preset",
+        default="quick",
+        help="quick (about a minute, a demo) or paper (the results; about 15 minutes on two cores)",
+    )
     run.add_argument("--out", default=None, help="output directory (default: runs/PRESET)")
     run.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     run.add_argument("--tasks", type=_names, help="comma-separated subset of the tasks")

@@ -173,9 +173,11 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
         **overrides: fields of :class:`ProtocolConfig`.
 
     Raises:
-        ValueError: unknown preset, task, construction, field, or a value out of range.
+        ValueError: unknown preset, task, construction, field or backend, a value out of
+            range, or a backend that cannot run on the device.
+        TypeError: a value of the wrong type (a float where a count is expected, ...).
     """
-    from schurfast.tasks import TASKS
+    from schurfast.tasks import TASKS, _check_float, _check_int
 
     if isinstance(preset, ProtocolConfig):
         cfg = preset
@@ -203,11 +205,13 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(cfg.seeds)}")
     if not cfg.alphas or any(not 0.0 < a <= 1.0 for a in cfg.alphas):
-        raise ValueError(f"alphas must lie in (0, 1], got {list(cfg.alphas)}")
+        raise ValueError(
+            f"alphas must lie in (0, 1] (at 0 every eigenvalue is leading and the RC and CC "
+            f"blocks are empty), got {list(cfg.alphas)}"
+        )
     positive = ("epochs", "batches_per_epoch", "batch_size", "heldout_size", "hidden_size")
     for key in (*positive, "train_eval_size"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+        _check_int(getattr(cfg, key), key)
     from schurfast.training import LR_SCHEDULES
 
     if cfg.lr_schedule not in LR_SCHEDULES:
@@ -216,9 +220,17 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
         )
     if cfg.train_threads is not None and cfg.train_threads < 1:
         raise ValueError(f"train_threads must be >= 1 or None, got {cfg.train_threads}")
-    if cfg.copy_hidden_size < 1 or cfg.controls < 0:
-        raise ValueError("copy_hidden_size must be >= 1 and controls >= 0")
+    for key, minimum in (("copy_hidden_size", 1), ("controls", 0), ("max_batch_bytes", 1)):
+        _check_int(getattr(cfg, key), key, minimum)
+    for key in ("copy_max_steps", "copy_warmup_replay_steps", "copy_warmup_max_steps"):
+        if getattr(cfg, key) is not None:
+            _check_int(getattr(cfg, key), key)
+    _check_float(cfg.lr, "lr", 0.0, low_open=True)
+    for key in ("copy_target", "copy_warmup_target", "copy_solved"):
+        if getattr(cfg, key) is not None:
+            _check_float(getattr(cfg, key), key, 0.0, 1.0)
     _check_device(cfg.device)
+    _check_backend(cfg.backend, cfg.device)
     return cfg
 
 
@@ -252,6 +264,24 @@ def _check_device(device: str) -> None:
             raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
         return
     raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+
+
+def _check_backend(backend: str, device: str) -> None:
+    # the same rules as schurfast.rollout applies at the first evaluation, checked before training
+    from schurfast.rollout import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    on_cuda = device.startswith("cuda")
+    if backend == "cpu" and on_cuda:
+        raise ValueError(f"backend 'cpu' needs device 'cpu', got {device!r}")
+    if backend == "triton" and not on_cuda:
+        interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        if not interpret:
+            raise ValueError(
+                f"backend 'triton' needs device 'cuda' (or TRITON_INTERPRET=1 on a CPU), "
+                f"got {device!r}"
+            )
 
 
 def check_writable(out: str | os.PathLike) -> Path:
@@ -976,9 +1006,11 @@ def load_model(
 
 def _pick_prefix(candidates: list[str], given: str | None, what: str, option: str) -> str:
     if given is not None:
-        if given not in candidates:
-            raise ValueError(f"no {what} with prefix {given!r}; found prefixes {candidates}")
-        return given
+        # "head" names the module whose keys start with "head."
+        for prefix in (given, given + "."):
+            if prefix in candidates:
+                return prefix
+        raise ValueError(f"no {what} with prefix {given!r}; found prefixes {candidates}")
     if len(candidates) != 1:
         found = candidates or "none"
         raise ValueError(
@@ -990,6 +1022,13 @@ def _pick_prefix(candidates: list[str], given: str | None, what: str, option: st
 def _model_from_state_dict(state, path: Path, rnn_prefix, readout_prefix):
     from schurfast.models import TanhRNN
 
+    if isinstance(state, dict):
+        nested = [k for k, v in state.items() if isinstance(v, dict)]
+        if nested and not any(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(
+                f"{str(path)!r} holds dicts under {nested}, not tensors; save the state dict "
+                "itself (torch.save(model.state_dict(), path))"
+            )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{str(path)!r} does not hold a state dict of tensors")
 
@@ -1112,7 +1151,7 @@ def ablate_model(
         if task not in TASKS:
             raise ValueError(
                 "this model does not record the task it was trained on (only models from"
-                " schurfast.train do); name the task (--task on the command line)"
+                " schurfast.train do); pass task= (--task on the command line)"
             )
     if task_params is None and recorded.get("task") == task:
         task_params = recorded.get("task_params")
@@ -1145,15 +1184,28 @@ def ablate_model(
         for t in net.state_dict().values():
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         sha = h.hexdigest()
-    spec = ModelSpec(task, "user", None, H, 0)
+    # a model from schurfast.train keeps its construction, seed and training record
+    info = net.train_info or {}
+    if info:
+        init = net.init if net.construction == "dense" else None
+        spec = ModelSpec(task, net.construction, init, H, int(info.get("seed", 0)))
+    else:
+        spec = ModelSpec(task, "user", None, H, 0)
+    same_task = recorded.get("task") == task and (task_params or {}) == (
+        recorded.get("task_params") or {}
+    )
+    held = info.get("heldout_metric") if same_task else None
     model_table = pd.DataFrame(
         [
             {
                 "model": spec.name,
                 "task": task,
-                "construction": "user",
+                "construction": spec.label,
                 "hidden_size": H,
-                "seed": 0,
+                "seed": spec.seed,
+                "steps": info.get("steps"),
+                "heldout_metric": held,
+                "solved": None if task != "copy" or held is None else bool(held >= cfg.copy_solved),
                 "source": name,
                 "checkpoint": str(model) if isinstance(model, (str, os.PathLike)) else "in memory",
                 "checkpoint_sha256": sha,

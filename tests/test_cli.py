@@ -131,6 +131,17 @@ def test_ablate_takes_task_and_its_parameters_from_a_trained_checkpoint(tmp_path
     assert main(["ablate", str(path), "--controls", "1", "--heldout-size", "16"]) == 0
     assert "| RR+RC+CC |" in capsys.readouterr().out
 
+    # the report names the network by its construction and seed, with its training record
+    out = tmp_path / "out"
+    protocol.ablate_model(path, controls=1, heldout_size=16, out=out)
+    models = pd.read_parquet(out / "models.parquet")
+    assert models[["construction", "seed", "steps"]].values.tolist() == [["dense-orthogonal", 0, 2]]
+    assert models["heldout_metric"].item() == pytest.approx(model.train_info["heldout_metric"])
+    assert "| sine | dense-orthogonal | 6 | 0 | 2 |" in (out / "summary.md").read_text()
+    # a metric measured on other trials is not reported as this task's
+    protocol.ablate_model(path, controls=1, heldout_size=16, out=out, task_params={})
+    assert pd.read_parquet(out / "models.parquet")["heldout_metric"].isna().all()
+
 
 def test_ablate_finds_prefixes_or_asks_for_them(flipflop_state, tmp_path, capsys):
     net, _ = flipflop_state
@@ -142,6 +153,17 @@ def test_ablate_finds_prefixes_or_asks_for_them(flipflop_state, tmp_path, capsys
     _fails(capsys, args, "--rnn-prefix")
     _fails(capsys, [*args, "--rnn-prefix", "a.rnn."], "--readout-prefix")
     assert main([*args, "--rnn-prefix", "a.rnn.", "--readout-prefix", "b.readout."]) == 0
+    # a module's name, without the dot, names the same keys
+    assert main([*args, "--rnn-prefix", "a.rnn", "--readout-prefix", "b.readout"]) == 0
+    capsys.readouterr()
+    _fails(capsys, [*args, "--rnn-prefix", "a.rn"], "found prefixes ['a.rnn.', 'b.rnn.']")
+
+
+def test_ablate_explains_a_state_dict_saved_inside_a_dict(flipflop_state, tmp_path, capsys):
+    net, _ = flipflop_state
+    path = tmp_path / "nested.pt"
+    torch.save({"model": net.state_dict(), "epoch": 3}, path)
+    _fails(capsys, ["ablate", str(path), "--task", "flipflop"], "dicts under ['model']")
 
 
 def test_run_rejects_unknown_preset_and_task(tmp_path, capsys):

@@ -217,6 +217,24 @@ def test_resolve_config_rejects_bad_options():
         protocol.resolve_config("quick", device="tpu")
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         protocol.resolve_config("quick", lr_schedule="linear")
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got nan"):
+        protocol.resolve_config("quick", lr=float("nan"))
+    with pytest.raises(ValueError, match="controls must be a non-negative int, got -1"):
+        protocol.resolve_config("quick", controls=-1)
+    with pytest.raises(ValueError, match=r"copy_target must be .* in \[0, 1\], got 1.5"):
+        protocol.resolve_config("quick", copy_target=1.5)
+    with pytest.raises(TypeError, match="copy_max_steps must be a positive int, got float"):
+        protocol.resolve_config("quick", copy_max_steps=2.5)
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        protocol.resolve_config("quick", backend="gpu")
+
+
+def test_a_backend_that_cannot_run_on_the_device_is_refused_before_training(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="backend 'triton' needs device 'cuda'"):
+        protocol.resolve_config("quick", backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert protocol.resolve_config("quick", backend="triton").backend == "triton"
 
 
 def test_paper_preset_has_the_design_settings():
