@@ -311,6 +311,7 @@ def _digest(obj: Any) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -324,10 +325,12 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: readers see the old file or the new one."""
     _atomic_write(path, lambda p: p.write_text(text))
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    """Write ``df`` (without its index) to a parquet file at ``path``, atomically."""
     _atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
@@ -763,7 +766,8 @@ def run(
 
     Example:
         >>> res = run("quick", "runs/quick")  # doctest: +SKIP
-        >>> res.results.query("subset == 'RC'")[["task", "delta", "S"]]  # doctest: +SKIP
+        >>> rc = res.results.query("kind == 'ablation' and subset == 'RC'")  # doctest: +SKIP
+        >>> rc.groupby("task")[["delta", "S"]].mean()  # doctest: +SKIP
     """
     cfg = resolve_config(preset, **overrides)
     out = check_writable(out if out is not None else Path("runs") / cfg.name)

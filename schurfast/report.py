@@ -159,6 +159,7 @@ def copy_subset_table(results: pd.DataFrame, alpha: float) -> str | None:
 
 
 def models_table(models: pd.DataFrame) -> str:
+    """The models of a run (rows of ``models.parquet``) as a markdown table."""
     rows = []
     for r in models.itertuples():
         solved = getattr(r, "solved", None)
