@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from schurfast.schur import SchurResult
+from schurfast.schur import SCHUR_TIE_RTOL, SchurResult
 
 __all__ = ["ALL_SUBSETS", "BLOCKS", "Sectors", "ablate", "ablation_variants", "sectors"]
 
@@ -128,11 +128,14 @@ def _split(F: SchurResult, alpha: float) -> dict[str, np.ndarray]:
     block_id = np.cumsum(starts, axis=1)
     same_block = block_id[:, :, None] == block_id[:, None, :]
 
-    # leading sector: the longest prefix with modulus >= alpha * rho; both halves of a pair
-    # carry the same modulus, so a pair is never split
+    # leading sector: the shortest prefix that holds every block with modulus >= alpha * rho,
+    # up to the tie tolerance of the ordering. Ties keep LAPACK's order, so the block attaining
+    # rho may follow one smaller by rounding: R still holds both, even at alpha = 1. Both
+    # halves of a pair carry the same modulus, so a pair is never split.
     rho = moduli.max(axis=1, initial=0.0)
-    leading = moduli >= alpha * rho[:, None]
-    n_R = np.cumprod(leading, axis=1).sum(axis=1).astype(np.int64)
+    leading = moduli >= alpha * rho[:, None] * (1.0 - SCHUR_TIE_RTOL)
+    last = H - np.argmax(leading[:, ::-1], axis=1) if H else np.zeros(M, np.int64)
+    n_R = np.where(leading.any(axis=1), last, 0).astype(np.int64)
     in_R = np.arange(H)[None, :] < n_R[:, None]
 
     D = np.where(same_block, T, 0.0)
@@ -152,7 +155,11 @@ def _split(F: SchurResult, alpha: float) -> dict[str, np.ndarray]:
 def sectors(F: SchurResult, alpha: float = 0.9) -> Sectors:
     """Leading and complement sectors of an ordered Schur form, and the coupling blocks.
 
-    ``R = {blocks with |lambda| >= alpha * rho}`` (leading), ``T = D + N``.
+    ``R = {blocks with |lambda| >= alpha * rho}`` (leading), ``T = D + N``. Moduli within
+    a relative :data:`~schurfast.schur.SCHUR_TIE_RTOL` are ties: they keep LAPACK's order
+    and count as equal here, so R, the first ``n_R`` Schur indices, is the shortest prefix
+    that holds every block within that tolerance of ``alpha * rho`` or above, and holds
+    every block of modulus rho even at ``alpha = 1``.
 
     Args:
         F: result of :func:`schurfast.ordered_schur` for ``[..., H, H]``.

@@ -95,7 +95,11 @@ def _check_seeds(seeds: object) -> list[int]:
 
 
 def _copies(
-    init_from: Sequence[TanhRNN], seeds: list[int], sizes: tuple[int, int, int], construction: str
+    init_from: Sequence[TanhRNN],
+    seeds: list[int],
+    sizes: tuple[int, int, int],
+    construction: str,
+    bias: bool,
 ) -> list[TanhRNN]:
     if not isinstance(init_from, Sequence) or isinstance(init_from, str | bytes):
         raise TypeError(
@@ -118,7 +122,37 @@ def _copies(
             raise ValueError(
                 f"init_from model for seed {seed} was trained with seed {trained_seed}"
             )
+        has_bias = model.bias_h is not None
+        if has_bias != bias:
+            raise ValueError(
+                f"init_from model for seed {seed} has bias={has_bias}, but bias={bias} was"
+                " asked for"
+            )
+        wrong = {k: v.dtype for k, v in model.state_dict().items() if v.dtype != torch.float32}
+        if wrong:
+            name, dtype = next(iter(wrong.items()))
+            raise ValueError(
+                f"init_from model for seed {seed} holds {name} as {dtype}; training runs in"
+                " float32 (model.float())"
+            )
+    inits = sorted({m.init for m in init_from})
+    if len(inits) > 1:
+        raise ValueError(f"init_from models must share one init, got {inits}")
     return [copy.deepcopy(m) for m in init_from]
+
+
+def _check_device(device: object) -> torch.device:
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {str(device)!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but torch sees no CUDA device")
+    return device
 
 
 def evaluate(
@@ -137,13 +171,17 @@ def evaluate(
         FVU, or replay accuracy for the copy task.
 
     Raises:
-        TypeError: a model that is not a ``TanhRNN``, or a seed or ``n`` that is not an int.
+        TypeError: a model that is not a ``TanhRNN``, a task not from ``make_task``, or a
+            seed or ``n`` that is not an int.
         ValueError: sizes that do not match the task, ``n < 1`` or a negative seed.
     """
     n = _check_int(n, "n")
     seed = _check_seed(seed)
     if not isinstance(model, TanhRNN):
         raise TypeError(f"model must be a TanhRNN, got {type(model).__name__}")
+    if not isinstance(task, Task):
+        hint = f" (make_task({task!r}))" if isinstance(task, str) else ""
+        raise TypeError(f"task must come from make_task, got {type(task).__name__}{hint}")
     if (model.input_size, model.output_size) != (task.input_size, task.output_size):
         raise ValueError(
             f"model has I={model.input_size}, O={model.output_size} but task {task.name!r}"
@@ -180,13 +218,14 @@ def train(
         task: a task from ``make_task``.
         hidden_size: H.
         construction: ``"dense"`` or ``"cayley"``.
-        init: dense initialization, ``"default"``, ``"orthogonal"`` or ``"normal"``.
+        init: dense initialization, ``"default"``, ``"orthogonal"`` or ``"normal"`` (with
+            ``init_from``, the models' own is kept and recorded).
         seeds: one model per seed; a seed fixes the initialization and the batch stream.
         epochs: epochs of ``batches_per_epoch`` steps (default 30 x 128).
         batches_per_epoch: steps per epoch.
         batch_size: trials per step and seed.
         lr: Adam learning rate.
-        device: where to train.
+        device: where to train, ``"cpu"`` or ``"cuda[:N]"``.
         target: early stopping target on the validation metric (accuracy >= target for copy,
             FVU <= target otherwise); None trains exactly ``epochs`` epochs.
         max_steps: step budget. With a target, training goes on past ``epochs`` up to this
@@ -240,6 +279,7 @@ def train(
         target = _check_float(target, f"target ({task.metric_name})", 0.0, high)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    sizes = (task.input_size, _check_int(hidden_size, "hidden_size"), task.output_size)
     budget = epochs * batches_per_epoch
     if max_steps is not None:
         budget = _check_int(max_steps, "max_steps")
@@ -258,6 +298,13 @@ def train(
             raise ValueError(f"{err} on the {name} set of eval_n={eval_n} trials") from None
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False, got {type(bias).__name__} {bias!r}")
+    if not isinstance(quiet, bool):
+        raise TypeError(f"quiet must be True or False, got {type(quiet).__name__} {quiet!r}")
+    device = _check_device(device)
+    if init_from is not None:
+        # continuing models keep the initialization they were made with
+        init_from = _copies(init_from, seeds, sizes, construction, bias)
+        init = init_from[0].init
 
     config = dict(
         task=task.name,
@@ -276,11 +323,10 @@ def train(
         bias=bias,
         optimizer="adam",
     )
-    sizes = (task.input_size, hidden_size, task.output_size)
     if init_from is None:
         models = [TanhRNN(*sizes, construction, init, bias=bias, seed=s) for s in seeds]
     else:
-        models = _copies(init_from, seeds, sizes, construction)
+        models = init_from
         config["init_from_steps"] = [(m.train_info or {}).get("steps", 0) for m in init_from]
     models = [m.to(device) for m in models]
     offset = [(m.train_info or {}).get("steps", 0) for m in models]

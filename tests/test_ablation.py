@@ -88,6 +88,17 @@ def test_sectors_n_R_on_known_spectra(alpha, n_R):
     assert list(schurfast.sectors(F, alpha=alpha).n_R) == [n_R] * 4
 
 
+def test_the_block_attaining_rho_is_leading_even_behind_a_tie():
+    # orthogonal matrices: every modulus is 1 up to rounding, in LAPACK's order
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((5, 16, 16)))[0]
+    assert list(schurfast.sectors(schurfast.ordered_schur(Q), alpha=1.0).n_R) == [16] * 5
+    # 1 - 1e-13 and 1 are a tie and keep their order; rho = 1 is the second
+    F = schurfast.ordered_schur(np.diag([1 - 1e-13, 1.0, 0.5]))
+    assert F.moduli[1] == 1.0
+    assert schurfast.sectors(F, alpha=1.0).n_R == 2
+    assert schurfast.sectors(F, alpha=0.9).n_R == 2
+
+
 def test_sectors_never_split_a_pair():
     rng = np.random.default_rng(11)
     W = rng.standard_normal((20, 15, 15)) / np.sqrt(15)

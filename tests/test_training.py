@@ -213,12 +213,46 @@ def _no_model_building(monkeypatch):
         (dict(max_steps=1.5), TypeError, "max_steps must be a positive int, got float"),
         (dict(max_bad_steps=1.5), TypeError, "max_bad_steps must be a positive int"),
         (dict(bias="yes"), TypeError, "bias must be True or False"),
+        (dict(quiet="no"), TypeError, "quiet must be True or False, got str"),
+        (dict(device="tpu"), ValueError, r"device must be 'cpu' or 'cuda\[:N\]', got 'tpu'"),
+        (dict(device="meta"), ValueError, "device must be 'cpu' or 'cuda"),
+        (dict(device=None), TypeError, "device must be a str or torch.device, got NoneType"),
     ],
 )
 def test_train_argument_errors(monkeypatch, kwargs, error, match):
     _no_model_building(monkeypatch)
     with pytest.raises(error, match=match):
         train(make_task("sine"), **{**SMALL, **kwargs})
+
+
+def test_train_refuses_cuda_without_a_device(monkeypatch):
+    _no_model_building(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda' was asked for, but torch sees no CUDA device"):
+        train(make_task("sine"), device="cuda", **SMALL)
+
+
+def test_init_from_models_must_match_the_run():
+    task = make_task("flipflop", seq_len=6)
+    plain, biased = TanhRNN(3, 7, 3, seed=0), TanhRNN(3, 7, 3, bias=True, seed=1)
+    for models in ([plain, biased], [biased, plain]):
+        with pytest.raises(ValueError, match="has bias=(True|False), but bias=False"):
+            train(task, seeds=(0, 1), init_from=models, **SMALL)
+    with pytest.raises(ValueError, match="holds weight_hh as torch.float64.*model.float"):
+        train(task, seeds=(0,), init_from=[TanhRNN(3, 7, 3).double()], **SMALL)
+    mixed = [TanhRNN(3, 8, 3, init="normal" if s else "default", seed=s) for s in (0, 2)]
+    with pytest.raises(ValueError, match=r"share one init, got \['default', 'normal'\]"):
+        train(task, seeds=(0, 2), init_from=mixed, **{**SMALL, "hidden_size": 8})
+
+    # the models' own initialization is what the run records
+    start = [TanhRNN(3, 7, 3, init="default", seed=s) for s in (0, 1)]
+    (model, _) = train(task, seeds=(0, 1), init="orthogonal", init_from=start, **SMALL)
+    assert model.init == "default" and model.train_info["config"]["init"] == "default"
+
+
+def test_evaluate_names_a_task_given_by_name():
+    with pytest.raises(TypeError, match=r"task must come from make_task, got str \(make_task"):
+        evaluate(TanhRNN(3, 4, 3), "flipflop")
 
 
 def test_train_init_from_errors(monkeypatch):
