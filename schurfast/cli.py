@@ -1,8 +1,9 @@
 """The ``schurfast`` command: ``run``, ``ablate`` and ``report``.
 
 A user mistake (unknown task or preset, a model that does not fit, a corrupt file, an unwritable
-directory) ends with one line on stderr and exit status 2; nothing already in the output
-directory is removed.
+directory) ends with one line on stderr and exit status 2; a computation that fails (training
+that keeps producing non-finite steps, a Schur form LAPACK cannot order) with one line and exit
+status 1. Nothing already in the output directory is removed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from schurfast.schur import SchurError
+from schurfast.training import TrainingError
+
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -176,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a user mistake: one line, no traceback
         print(f"schurfast {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except (TrainingError, SchurError) as err:
+        if os.environ.get("SCHURFAST_DEBUG"):
+            raise
+        # the computation failed; what finished before stays in the output directory
+        print(f"schurfast {args.command}: failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(
             f"schurfast {args.command}: interrupted; run the same command again to resume",

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from schurfast._io import atomic_write
 from schurfast.ablation import BLOCKS
+from schurfast.models import DENSE_INITS
 
 logger = logging.getLogger(__name__)
 
@@ -191,47 +192,86 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; expected fields of ProtocolConfig")
     given = dict(overrides)
+    if isinstance(given.get("device"), torch.device):
+        given["device"] = str(given["device"])
     for key in ("tasks", "seeds", "alphas", "copy_constructions"):
         if key in given:
-            given[key] = tuple(given[key])
+            given[key] = _as_tuple(given[key], key)
     cfg = dataclasses.replace(cfg, **given)
 
     bad = [t for t in cfg.tasks if t not in TASKS]
     if bad or not cfg.tasks:
         raise ValueError(f"unknown task(s) {bad}; expected a non-empty choice of {list(TASKS)}")
+    _check_distinct(cfg.tasks, "tasks")
     bad = [c for c in cfg.copy_constructions if c not in COPY_CONSTRUCTIONS]
     if bad:
         raise ValueError(f"unknown construction(s) {bad}; expected {list(COPY_CONSTRUCTIONS)}")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {list(cfg.seeds)}")
-    if not cfg.alphas or any(not 0.0 < a <= 1.0 for a in cfg.alphas):
-        raise ValueError(
-            f"alphas must lie in (0, 1] (at 0 every eigenvalue is leading and the RC and CC "
-            f"blocks are empty), got {list(cfg.alphas)}"
-        )
-    positive = ("epochs", "batches_per_epoch", "batch_size", "heldout_size", "hidden_size")
-    for key in (*positive, "train_eval_size"):
-        _check_int(getattr(cfg, key), key)
-    from schurfast.training import LR_SCHEDULES
+    _check_distinct(cfg.copy_constructions, "copy_constructions")
+    if "copy" in cfg.tasks and not cfg.copy_constructions:
+        raise ValueError(f"the copy task needs at least one of {list(COPY_CONSTRUCTIONS)}")
+    if cfg.init not in DENSE_INITS:
+        raise ValueError(f"init must be one of {list(DENSE_INITS)}, got {cfg.init!r}")
+    if not cfg.seeds:
+        raise ValueError("seeds must hold at least one seed, got none")
+    for k, seed in enumerate(cfg.seeds):
+        _check_int(seed, f"seeds[{k}]", 0, 2**64 - 1)
+    _check_distinct(cfg.seeds, "seeds")
+    if not cfg.alphas:
+        raise ValueError("alphas must hold at least one threshold, got none")
+    for k, alpha in enumerate(cfg.alphas):
+        # at 0 every eigenvalue is leading and the RC and CC blocks are empty
+        _check_float(alpha, f"alphas[{k}]", 0.0, 1.0, low_open=True)
+    _check_distinct(cfg.alphas, "alphas")
 
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(
-            f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}"
-        )
-    if cfg.train_threads is not None and cfg.train_threads < 1:
-        raise ValueError(f"train_threads must be >= 1 or None, got {cfg.train_threads}")
-    for key, minimum in (("copy_hidden_size", 1), ("controls", 0), ("max_batch_bytes", 1)):
-        _check_int(getattr(cfg, key), key, minimum)
-    for key in ("copy_max_steps", "copy_warmup_replay_steps", "copy_warmup_max_steps"):
+    positive = ("epochs", "batches_per_epoch", "batch_size", "heldout_size", "hidden_size")
+    for key in (*positive, "train_eval_size", "copy_hidden_size", "max_batch_bytes"):
+        _check_int(getattr(cfg, key), key)
+    for key in ("controls", "control_seed"):
+        _check_int(getattr(cfg, key), key, 0)
+    optional = ("copy_max_steps", "copy_warmup_replay_steps", "copy_warmup_max_steps")
+    for key in (*optional, "train_threads"):
         if getattr(cfg, key) is not None:
             _check_int(getattr(cfg, key), key)
     _check_float(cfg.lr, "lr", 0.0, low_open=True)
     for key in ("copy_target", "copy_warmup_target", "copy_solved"):
         if getattr(cfg, key) is not None:
             _check_float(getattr(cfg, key), key, 0.0, 1.0)
+    from schurfast.training import LR_SCHEDULES
+
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}"
+        )
+    if not isinstance(cfg.task_params, dict):
+        raise TypeError(
+            f"task_params must be a dict of task name to parameters, got "
+            f"{type(cfg.task_params).__name__}"
+        )
+    bad = [t for t in cfg.task_params if t not in TASKS]
+    if bad:
+        raise ValueError(f"task_params names unknown task(s) {bad}; expected {list(TASKS)}")
+    for name in cfg.tasks:
+        _task(name, cfg)  # the task's own checks of its parameters
+    if not isinstance(cfg.device, str):
+        raise TypeError(f"device must be a str, 'cpu' or 'cuda', got {type(cfg.device).__name__}")
     _check_device(cfg.device)
     _check_backend(cfg.backend, cfg.device)
     return cfg
+
+
+def _as_tuple(value: Any, name: str) -> tuple:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        hint = f"; for one write {name}=({value!r},)" if not isinstance(value, bytes) else ""
+        raise TypeError(
+            f"{name} must be a list or tuple, got {type(value).__name__} {value!r}{hint}"
+        )
+    return tuple(value)
+
+
+def _check_distinct(values: tuple, name: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{name} must be distinct; repeated: {repeated}")
 
 
 def model_specs(cfg: ProtocolConfig) -> list[ModelSpec]:
@@ -1161,7 +1201,7 @@ def ablate_model(
         task_params = recorded.get("task_params")
     cfg = resolve_config(
         ProtocolConfig(name="ablate", tasks=(task,), seeds=(0,)),
-        alphas=tuple(alphas),
+        alphas=alphas,
         controls=controls,
         heldout_size=heldout_size,
         device=device,

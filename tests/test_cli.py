@@ -186,6 +186,31 @@ def test_unwritable_directory_fails_before_training(tmp_path, capsys, monkeypatc
     assert blocker.read_text() == "keep me"
 
 
+def test_a_failed_training_ends_with_one_line_and_status_1(tmp_path, capsys, monkeypatch):
+    import schurfast.training
+
+    def diverge(*args, **kwargs):
+        raise schurfast.training.TrainingError("seed 0: 25 consecutive non-finite steps")
+
+    monkeypatch.setattr(schurfast.training, "train", diverge)
+    assert main(["run", "--out", str(tmp_path / "run"), *RUN_ARGS]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == "schurfast run: failed: seed 0: 25 consecutive non-finite steps"
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_run_options_are_checked_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "never"
+    for args, match in [
+        (["--alphas", "0.9,0.9"], "alphas must be distinct; repeated: [0.9]"),
+        (["--tasks", "copy,copy"], "tasks must be distinct; repeated: ['copy']"),
+        (["--tasks", "copy", "--copy-constructions", ",,"], "copy task needs at least one"),
+        (["--lr", "nan"], "lr must be a finite number"),
+    ]:
+        _fails(capsys, ["run", "--out", str(out), *args], match)
+    assert not out.exists()
+
+
 def test_ablate_rejects_models_that_do_not_fit(tmp_path, capsys):
     cases = {
         "size": (Net(2, 6, 3), "input size 2"),
