@@ -345,6 +345,34 @@ def check_writable(out: str | os.PathLike) -> Path:
     return out
 
 
+def _refuse_other_results(out: Path, command: str, checkpoint_sha256: str | None = None) -> None:
+    """Refuse to write over the tables of another kind of run, or of another ablated model.
+
+    ``run`` may continue any run of its own in ``out`` (a changed option recomputes what
+    depends on it); ``ablate`` only its own ablation of the same model file.
+    """
+    if not (out / "results.parquet").exists():
+        return
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        name = manifest["config"]["name"]
+        hashes = set(manifest["checkpoints"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        name, hashes = None, set()
+    if command == "run" and name != "ablate":
+        return
+    if command == "ablate" and name == "ablate" and hashes == {checkpoint_sha256}:
+        return
+    held = {
+        None: "results of an unknown run (no readable manifest.json)",
+        "ablate": "the ablation of another model" if command == "ablate" else "an ablation",
+    }.get(name, f"the results of `schurfast run` (config {name!r})")
+    raise ValueError(
+        f"output directory {str(out)!r} holds {held}; {command} would replace its tables: "
+        "choose another directory"
+    )
+
+
 def _digest(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -374,6 +402,13 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
     _atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
+def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file; KeyError names the first one missing."""
+    # opened here, so that a damaged archive does not leave the file open
+    with open(path, "rb") as f, np.load(f) as z:
+        return {k: z[k] for k in keys}
+
+
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     def write(p: Path) -> None:
         with open(p, "wb") as f:
@@ -396,6 +431,28 @@ class _Units:
 
     def reuse(self, kind: str) -> None:
         self.reused[kind] = self.reused.get(kind, 0) + 1
+
+    def read(self, path: Path, reader: Callable[[Path], Any]) -> Any:
+        """``reader(path)`` for a stored unit; None when it is missing or cannot be read.
+
+        An unreadable unit (a damaged disk, a hand-edited file) is moved aside to
+        ``NAME.unreadable`` and computed again.
+        """
+        if not path.exists():
+            return None
+        try:
+            return reader(path)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            aside = path.with_name(path.name + ".unreadable")
+            os.replace(path, aside)
+            logger.warning(
+                "unit %s could not be read (%s: %s); moved to %s and computed again",
+                path,
+                type(err).__name__,
+                err,
+                aside.name,
+            )
+            return None
 
     def done(self, kind: str, path: Path) -> None:
         self.computed[kind] = self.computed.get(kind, 0) + 1
@@ -459,9 +516,10 @@ def _train_models(cfg, specs, tasks, units, progress):
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault((spec.task, spec.construction, spec.init, spec.hidden_size), []).append(i)
-    missing = [m for m in groups.values() if not all(paths[i].exists() for i in m)]
+    stored = {path: units.read(path, load_checkpoint) for path in paths}
+    missing = [m for m in groups.values() if any(stored[paths[i]] is None for i in m)]
     for path in paths:
-        if path.exists():
+        if stored[path] is not None:
             units.reuse("models")
 
     bar = tqdm(total=sum(map(len, missing)), desc="train", unit="model", disable=not progress)
@@ -483,7 +541,7 @@ def _train_models(cfg, specs, tasks, units, progress):
 
     models, rows = [], []
     for spec, path in zip(specs, paths, strict=True):
-        model, meta = load_checkpoint(path)
+        model, meta = stored[path] or load_checkpoint(path)
         info = getattr(model, "train_info", None) or meta.get("train_info") or {}
         held = info.get("heldout_metric")
         solved = None if spec.task != "copy" or held is None else bool(held >= cfg.copy_solved)
@@ -554,7 +612,7 @@ def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
             units.path("warmup", f"{s.name}_{_digest(k)}.safetensors")
             for s, k in zip(specs, warm_keys, strict=True)
         ]
-        if all(p.exists() for p in warm_paths):
+        if all([units.read(p, load_checkpoint) is not None for p in warm_paths]):
             for _ in warm_paths:
                 units.reuse("warmup")
         else:
@@ -593,9 +651,9 @@ def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):
     table_path = var_path.with_suffix(".parquet")
 
     F = None
-    if schur_path.exists():
-        with np.load(schur_path) as z:
-            spectrum = {k: z[k] for k in z.files}
+    spectrum_keys = ("eigenvalues", "moduli", "block_sizes", "refused", "status")
+    spectrum = units.read(schur_path, lambda p: _read_npz(p, spectrum_keys))
+    if spectrum is not None:
         units.reuse("schur")
     else:
         F = ordered_schur(W_hh)
@@ -609,10 +667,10 @@ def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):
         _write_npz(schur_path, **spectrum)
         units.done("schur", schur_path)
 
-    if var_path.exists() and table_path.exists():
-        with np.load(var_path) as z:
-            W = z["W"]
-        table = pd.read_parquet(table_path)
+    stored = units.read(var_path, lambda p: _read_npz(p, ("W",))["W"])
+    table = units.read(table_path, pd.read_parquet)
+    if stored is not None and table is not None and len(table) == len(stored):
+        W = stored
         units.reuse("variants")
     else:
         # the Schur form is deterministic, so recomputing it for new alphas gives the stored one
@@ -719,9 +777,9 @@ def _evaluate_model(weights, rows, W_var, task, batch, sha, cfg, units, bar):
         key = _digest({**eval_cfg, "variants": desc})
         path = units.path("eval", f"{task.name}_{sha[:12]}_{key}.npz")
 
-        if path.exists():
-            with np.load(path) as z:
-                m, f = z["metric"], z["fvu"]
+        stored = units.read(path, lambda p: _read_npz(p, ("metric", "fvu")))
+        if stored is not None and all(len(v) == stop - start for v in stored.values()):
+            m, f = stored["metric"], stored["fvu"]
             units.reuse("eval")
         else:
             mats = []
@@ -811,6 +869,7 @@ def run(
     """
     cfg = resolve_config(preset, **overrides)
     out = check_writable(out if out is not None else Path("runs") / cfg.name)
+    _refuse_other_results(out, "run")
     units = _Units(out, on_unit)
     specs = model_specs(cfg)
     tasks = {name: _task(name, cfg) for name in cfg.tasks}
@@ -1078,6 +1137,11 @@ def _model_from_state_dict(state, path: Path, rnn_prefix, readout_prefix):
 
     rnns = sorted(k[: -len("weight_hh_l0")] for k in state if k.endswith("weight_hh_l0"))
     prefix = _pick_prefix(rnns, rnn_prefix, "RNN (keys ending in weight_hh_l0)", "--rnn-prefix")
+    if prefix + "weight_ih_l0" not in state:
+        raise ValueError(
+            f"{str(path)!r} has {prefix}weight_hh_l0 but no {prefix}weight_ih_l0; an nn.RNN "
+            "state dict holds both"
+        )
     extra = [
         k for k in state if k.startswith(prefix) and k[len(prefix) :].endswith(("_l1", "_reverse"))
     ]
@@ -1105,6 +1169,21 @@ def _model_from_state_dict(state, path: Path, rnn_prefix, readout_prefix):
     W_hy = state[head + "weight"]
     has_bias = prefix + "bias_ih_l0" in state
     has_c = head + "bias" in state
+    if has_bias != (prefix + "bias_hh_l0" in state):
+        present = "bias_ih_l0" if has_bias else "bias_hh_l0"
+        raise ValueError(
+            f"{str(path)!r} has {prefix}{present} without its partner; an nn.RNN with biases "
+            "holds both bias_ih_l0 and bias_hh_l0"
+        )
+    used = [k for k in state if k in rnn_keys or k in (head + "weight", head + "bias")]
+    for key in used:
+        tensor = state[key]
+        if not tensor.is_floating_point():
+            raise ValueError(f"{key} must hold real floating-point numbers, got {tensor.dtype}")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{key} holds NaN or Inf")
+        if not torch.isfinite(tensor.float()).all():
+            raise ValueError(f"{key} holds values beyond the float32 range the model runs in")
 
     rnn = torch.nn.RNN(
         W_ih.shape[1], H, num_layers=1, nonlinearity="tanh", bias=has_bias, batch_first=True
@@ -1119,9 +1198,10 @@ def _model_from_state_dict(state, path: Path, rnn_prefix, readout_prefix):
             strict=True,
         )
     except RuntimeError as err:
+        # torch lists every mismatch on the lines after its headline
+        details = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip())
         raise ValueError(
-            f"{str(path)!r}: the RNN or readout tensors do not fit together "
-            f"({str(err).splitlines()[0]})"
+            f"{str(path)!r}: the RNN or readout tensors do not fit together ({details})"
         ) from None
     return TanhRNN.from_torch(rnn, readout)
 
@@ -1189,6 +1269,9 @@ def ablate_model(
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {list(TASKS)}")
     net = _as_model(model, rnn_prefix, readout_prefix).cpu().eval()
+    for name, tensor in net.state_dict().items():
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"the model's {name} holds NaN or Inf")
     recorded = (net.train_info or {}).get("config") or {}
     if task is None:
         task = recorded.get("task")
@@ -1257,6 +1340,8 @@ def ablate_model(
         ]
     )
 
+    if out is not None:
+        _refuse_other_results(out, "ablate", sha)
     # without an output directory the units live in a scratch directory for this call only
     with tempfile.TemporaryDirectory(prefix="schurfast-ablate-") as scratch:
         where = out if out is not None else Path(scratch)

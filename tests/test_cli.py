@@ -254,5 +254,63 @@ def test_ablate_rejects_corrupt_files_and_keeps_the_output_directory(
     assert (out / "notes.txt").read_text() == "earlier work"
 
 
+def test_ablate_and_run_never_write_over_each_others_tables(flipflop_state, tmp_path, capsys):
+    _, path = flipflop_state
+    run_dir, ablate_dir = tmp_path / "run", tmp_path / "ablate"
+    assert main(["run", "--out", str(run_dir), *RUN_ARGS]) == 0
+    before = (run_dir / "results.parquet").read_bytes()
+    capsys.readouterr()
+    args = ["--task", "flipflop", "--controls", "1", "--heldout-size", "8"]
+    _fails(
+        capsys, ["ablate", str(path), *args, "--out", str(run_dir)], "results of `schurfast run`"
+    )
+    assert (run_dir / "results.parquet").read_bytes() == before
+
+    assert main(["ablate", str(path), *args, "--out", str(ablate_dir)]) == 0
+    # the same model again (say with other alphas) continues its own ablation
+    assert main(["ablate", str(path), *args, "--alpha", "0.8", "--out", str(ablate_dir)]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.pt"
+    state = torch.load(path, weights_only=True)
+    torch.save({k: v * 0.5 for k, v in state.items()}, other)
+    _fails(capsys, ["ablate", str(other), *args, "--out", str(ablate_dir)], "another model")
+    _fails(capsys, ["run", "--out", str(ablate_dir), *RUN_ARGS], "holds an ablation")
+
+
+def test_ablate_names_the_tensor_that_is_wrong(flipflop_state, tmp_path, capsys):
+    net, _ = flipflop_state
+    good = net.state_dict()
+    cases = {
+        "nan": ({**good, "rnn.weight_ih_l0": good["rnn.weight_ih_l0"] * np.nan},
+                "rnn.weight_ih_l0 holds NaN or Inf"),
+        "inf": ({**good, "readout.weight": good["readout.weight"] * np.inf},
+                "readout.weight holds NaN or Inf"),
+        "complex": ({**good, "rnn.weight_hh_l0": good["rnn.weight_hh_l0"].to(torch.complex64)},
+                    "rnn.weight_hh_l0 must hold real floating-point numbers, got torch.complex64"),
+        "int": ({**good, "rnn.weight_hh_l0": good["rnn.weight_hh_l0"].long()},
+                "must hold real floating-point numbers, got torch.int64"),
+        "huge": ({**good, "rnn.weight_hh_l0": good["rnn.weight_hh_l0"].double() * 1e200},
+                 "beyond the float32 range"),
+        "no_ih": ({k: v for k, v in good.items() if k != "rnn.weight_ih_l0"},
+                  "no rnn.weight_ih_l0"),
+        "one_bias": ({k: v for k, v in good.items() if k != "rnn.bias_ih_l0"},
+                     "rnn.bias_hh_l0 without its partner"),
+        "bias_size": ({**good, "rnn.bias_hh_l0": torch.zeros(3)},
+                      "size mismatch for bias_hh_l0"),
+    }  # fmt: skip
+    for name, (state, match) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(state, path)
+        _fails(capsys, ["ablate", str(path), "--task", "flipflop"], match)
+
+    rnn, readout = net.rnn, net.readout
+    broken = torch.nn.Linear(11, 3)
+    with torch.no_grad():
+        broken.weight.copy_(readout.weight)
+        broken.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="bias_y holds NaN or Inf"):
+        protocol.ablate_model((rnn, broken), "flipflop")
+
+
 def test_report_of_a_directory_without_results_fails_cleanly(tmp_path, capsys):
     _fails(capsys, ["report", str(tmp_path)], "missing results.parquet")

@@ -180,6 +180,35 @@ def test_changed_option_recomputes_only_what_depends_on_it(tiny_run, tmp_path):
     assert res.computed["models"] == 2
 
 
+def test_damaged_units_are_moved_aside_and_computed_again(tiny_run, tmp_path, caplog):
+    import shutil
+
+    shutil.copytree(tiny_run.out / "units", tmp_path / "units")
+    units = tmp_path / "units"
+    model = sorted((units / "models").glob("flipflop_*seed1_*.safetensors"))[0]
+    model.write_bytes(model.read_bytes()[:-100])  # truncated
+    # the copy models (H = 8) stay intact, so their Schur unit is read again
+    schur = sorted((units / "schur").glob("H8_*.npz"))[0]
+    schur.write_bytes(b"")  # empty
+    variants = sorted((units / "variants").glob("H8_*.npz"))[0]
+    np.savez(variants, V=np.zeros(3))  # a key missing
+    evaluated = sorted((units / "eval").glob("sine_*.npz"))[0]
+    evaluated.write_bytes(evaluated.read_bytes()[:40])  # not a zip any more
+    damaged = [model, schur, variants, evaluated]
+
+    res = _run(tmp_path)
+    pd.testing.assert_frame_equal(res.results, tiny_run.results, check_exact=True)
+    for path in damaged:
+        assert path.with_name(path.name + ".unreadable").is_file()
+        assert path.is_file()  # written again
+    # the group of the damaged checkpoint trains again; the intact checkpoint is kept
+    assert res.computed["models"] == 1 and res.reused["models"] == N_MODELS - 1
+    # H = 7 gets a new Schur unit, as its rewritten checkpoint has another hash
+    assert res.computed["schur"] == 2 and res.computed["eval"] >= 2
+    moved = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
+    assert len(moved) == len(damaged)
+
+
 def test_copy_warmup_is_a_unit_of_its_own(tmp_path):
     warm = dict(
         tasks=("copy",),
