@@ -3,6 +3,8 @@
 The header's metadata holds two JSON strings: ``schurfast.model`` (what is needed to rebuild
 the model: sizes, construction, init, biases) and ``schurfast.meta`` (everything else: the
 caller's metadata, the model's ``train_info`` when it has one, and the package version).
+The tensors keep the model's dtype (float32, or float64 after ``model.double()``), and a
+loaded model has it again.
 Files are written to a temporary name in the same folder and renamed into place, so a reader
 never sees half a checkpoint.
 """
@@ -129,8 +131,9 @@ def save_checkpoint(model: TanhRNN, path: str | os.PathLike, **meta: Any) -> Pat
         the path written.
 
     Raises:
-        TypeError: ``model`` is not a ``TanhRNN``, or a metadata value (named in the message)
-            is not JSON-like.
+        TypeError: ``model`` is not a ``TanhRNN``, its tensors do not share one dtype, or a
+            metadata value (named in the message) is not JSON-like.
+        ValueError: ``path`` is a directory or its directory does not exist.
 
     Example:
         >>> import tempfile, os
@@ -142,6 +145,18 @@ def save_checkpoint(model: TanhRNN, path: str | os.PathLike, **meta: Any) -> Pat
     """
     if not isinstance(model, TanhRNN):
         raise TypeError(f"model must be a TanhRNN, got {type(model).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path}: is a directory; give a file path inside it")
+    if not path.parent.is_dir():
+        raise ValueError(f"checkpoint {path}: the directory {path.parent} does not exist")
+    # the stored tensors keep their dtype, which load_checkpoint restores: one for all of them
+    dtypes = sorted({str(t.dtype) for t in model.state_dict().values()})
+    if len(dtypes) > 1:
+        raise TypeError(
+            f"model tensors must share one dtype to be saved, got {', '.join(dtypes)};"
+            " cast with model.float() or model.double()"
+        )
     from schurfast import __version__
 
     full = dict(meta)
@@ -170,7 +185,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TanhRNN, dict[str, Any]]:
         path: the file.
 
     Returns:
-        ``(model, meta)``; ``model.train_info`` is restored when it was saved.
+        ``(model, meta)``; ``model.train_info`` is restored when it was saved, and the model
+        has the dtype of the stored tensors (float32 for a file whose tensors differ in dtype).
 
     Raises:
         ValueError: the file is missing, truncated, or not a schurfast checkpoint.
@@ -204,6 +220,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TanhRNN, dict[str, Any]]:
     if train_info is not None and not isinstance(train_info, dict):
         raise ValueError(f"{where}: train_info must be a JSON object, got {train_info!r}")
     config = _check_config(config, tensors, where)
+    dtypes = {t.dtype for t in tensors.values()}
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    if not dtype.is_floating_point:
+        raise ValueError(
+            f"{where}: inconsistent schurfast metadata: the stored tensors must be floating"
+            f" point, got {dtype}"
+        )
 
     try:
         model = TanhRNN(
@@ -218,7 +241,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TanhRNN, dict[str, Any]]:
             model.bias_h = torch.nn.Parameter(torch.zeros(config["hidden_size"]))
         if config["readout_bias"]:
             model.bias_y = torch.nn.Parameter(torch.zeros(config["output_size"]))
-        model.load_state_dict(tensors, strict=True)
+        model.to(dtype).load_state_dict(tensors, strict=True)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{where}: inconsistent schurfast metadata: {err}") from None
     model.train_info = train_info

@@ -208,8 +208,11 @@ class TanhRNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, L, I] -> y [B, L, O]``, differentiable.
 
+        ``x`` may have any real floating dtype; it is cast to the parameters' dtype.
+
         Raises:
-            TypeError: ``x`` is not a torch tensor.
+            TypeError: ``x`` is not a torch tensor, or not real floating point (complex,
+                integer or bool).
             ValueError: ``x`` is not ``[B, L, I]`` with this model's ``I``.
         """
         if not isinstance(x, Tensor):
@@ -217,6 +220,9 @@ class TanhRNN(nn.Module):
                 f"x must be a torch tensor [B, L, {self.input_size}], got {type(x).__name__};"
                 " convert with torch.as_tensor(x)"
             )
+        if not x.is_floating_point():
+            hint = "" if x.is_complex() else "; convert with x.float()"
+            raise TypeError(f"x must be a real floating-point tensor, got dtype {x.dtype}{hint}")
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"x must have shape [B, L, {self.input_size}], got {list(x.shape)}")
         x = x.to(self.weight_xh.dtype)

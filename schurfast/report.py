@@ -366,6 +366,85 @@ def _words(results: pd.DataFrame, models: pd.DataFrame, alpha: float) -> list[st
     return lines
 
 
+# the columns the report reads from each stored table; the numeric ones must be numbers
+_COLUMNS = {
+    "results.parquet": (
+        ("task", "construction", "seed", "kind", "subset", "metric_name"),
+        ("alpha", "n_R", "mass", "metric", "delta", "S"),
+    ),
+    "models.parquet": (
+        ("model", "task", "construction", "hidden_size", "seed", "schur_status"),
+        ("rho",),
+    ),
+    "spectra.parquet": (("model",), ("index", "modulus")),
+}
+# entries of manifest.json the report reads: JSON objects, the last three of numbers
+_MANIFEST_OBJECTS = ("config", "timings_s", "units_computed", "units_reused")
+
+
+def _read_run(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """The stored tables and manifest of a run directory, each checked for what the report
+    reads; errors name the file and what is wrong with it."""
+    if not out.exists():
+        raise ValueError(f"{str(out)!r} does not exist; expected a run directory")
+    if not out.is_dir():
+        raise ValueError(f"{str(out)!r} is not a directory; expected a run directory")
+    missing = [name for name in _COLUMNS if not (out / name).is_file()]
+    if missing:
+        raise ValueError(f"{str(out)!r} holds no complete run: missing {', '.join(missing)}")
+
+    tables = []
+    for name, (columns, numeric) in _COLUMNS.items():
+        path = out / name
+        try:
+            table = pd.read_parquet(path)
+        except Exception as err:
+            raise ValueError(f"{str(path)!r} could not be read as a table ({err})") from None
+        lacking = [c for c in columns + numeric if c not in table.columns]
+        if lacking:
+            raise ValueError(
+                f"{str(path)!r} is not a table of a run: it lacks the column(s)"
+                f" {', '.join(lacking)}"
+            )
+        if table.empty:
+            raise ValueError(f"{str(path)!r} is not a table of a run: it has no rows")
+        wrong = [c for c in numeric if not pd.api.types.is_numeric_dtype(table[c])]
+        if wrong:
+            raise ValueError(
+                f"{str(path)!r}: column(s) {', '.join(wrong)} must be numeric, got "
+                + ", ".join(f"{c} of dtype {table[c].dtype}" for c in wrong)
+            )
+        tables.append(table)
+
+    path = out / "manifest.json"
+    if not path.is_file():
+        return (*tables, {})
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"{str(path)!r} must hold a JSON object, got {type(manifest).__name__} {manifest!r:.60}"
+        )
+    for key in _MANIFEST_OBJECTS:
+        entry = manifest.get(key, {})
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{str(path)!r}: {key} must be a JSON object, got {type(entry).__name__}"
+                f" {entry!r:.60}"
+            )
+        if key == "config":
+            continue
+        bad = [k for k, v in entry.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+        if bad:
+            raise ValueError(
+                f"{str(path)!r}: {key} must map names to numbers, got {bad[0]}:"
+                f" {entry[bad[0]]!r:.60}"
+            )
+    return (*tables, manifest)
+
+
 def build_report(out: str | os.PathLike) -> Path:
     """Write ``summary.md``, ``report.md`` and ``figures/`` from a run directory's tables.
 
@@ -376,7 +455,9 @@ def build_report(out: str | os.PathLike) -> Path:
         The path of ``report.md``.
 
     Raises:
-        ValueError: ``out`` holds no results of a run.
+        ValueError: ``out`` is not a directory or holds no results of a run, or a stored
+            file (named in the message) is unreadable, lacks columns the report needs, has no
+            rows, or (``manifest.json``) is not a JSON object of the expected form.
     """
     import matplotlib
 
@@ -384,16 +465,7 @@ def build_report(out: str | os.PathLike) -> Path:
     from schurfast.protocol import write_text
 
     out = Path(out)
-    needed = [out / n for n in ("results.parquet", "models.parquet", "spectra.parquet")]
-    missing = [p.name for p in needed if not p.is_file()]
-    if missing:
-        raise ValueError(f"{str(out)!r} holds no complete run: missing {', '.join(missing)}")
-    try:
-        results, models, spectra = (pd.read_parquet(p) for p in needed)
-    except Exception as err:
-        raise ValueError(f"stored tables in {str(out)!r} could not be read ({err})") from None
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    results, models, spectra, manifest = _read_run(out)
     alpha = reference_alpha(results["alpha"].unique())
 
     figures = out / "figures"

@@ -66,7 +66,8 @@ def rollout(
         (float32 or float64) and device as the inputs.
 
     Raises:
-        TypeError: an argument is not a tensor, or dtypes differ or are not float32/float64.
+        TypeError: an argument is not a tensor, dtypes differ or are not float32/float64, or
+            ``return_hidden`` is not a bool.
         ValueError: a shape does not match, devices differ, the backend is unknown or cannot
             run these tensors (device, dtype, gradients).
 
@@ -78,6 +79,11 @@ def rollout(
         >>> tuple(y.shape)
         (4, 5, 7, 2)
     """
+    if not isinstance(return_hidden, bool):
+        raise TypeError(
+            f"return_hidden: expected True or False, got {type(return_hidden).__name__}"
+            f" {return_hidden!r}"
+        )
     W_hh, W_xh, W_hy, x, h0, b, c = _validate(W_hh, W_xh, W_hy, x, h0, b, c)
     tensors = [t for t in (W_hh, W_xh, W_hy, x, h0, b, c) if t is not None]
     backend = _resolve_backend(backend, tensors)

@@ -118,12 +118,14 @@ def _validate(W: Any) -> tuple[np.ndarray, Any, torch.device | None]:
         dtype, device = W.dtype, W.device
         array = W.detach().to("cpu", torch.float64).numpy()
     elif isinstance(W, np.ndarray):
-        if W.dtype not in (np.float32, np.float64):
+        # either byte order: the float64 copy below is native
+        dtype = W.dtype.newbyteorder("=")
+        if dtype not in (np.float32, np.float64):
             raise TypeError(
                 f"ordered_schur: expected a float32 or float64 array, got {W.dtype}; "
                 "convert with W.astype(np.float64)"
             )
-        dtype, device = W.dtype, None
+        device = None
         array = np.asarray(W, dtype=np.float64)
     else:
         raise TypeError(
@@ -158,8 +160,9 @@ def ordered_schur(W: Any, *, on_error: str = "raise", max_restarts: int = 2) -> 
     """Ordered real Schur form ``W = Q T Q^T``, diagonal blocks by nonincreasing modulus.
 
     Args:
-        W: ``[H, H]`` or ``[..., H, H]`` float32/float64 numpy array or torch tensor (a CUDA
-            tensor is computed on the host, results returned on its device).
+        W: ``[H, H]`` or ``[..., H, H]`` float32/float64 numpy array (either byte order) or
+            torch tensor (a CUDA tensor is computed on the host, results returned on its
+            device).
         on_error: ``"raise"`` raises :class:`SchurError` for the first matrix that fails;
             ``"status"`` returns every matrix, the failed ones filled with NaN (block sizes
             0) and named in ``status``.

@@ -133,10 +133,21 @@ def _as_batch(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> Batch:
     )
 
 
+def _check_batch(batch: Any) -> Batch:
+    """``batch`` if it is a ``Batch`` of tensors, as ``Task.sample`` returns."""
+    if not isinstance(batch, Batch):
+        raise TypeError(f"batch must be a Batch (from task.sample), got {_describe(batch)}")
+    for name, t in zip(Batch._fields, batch, strict=True):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"batch.{name} must be a torch tensor, got {_describe(t)}")
+    return batch
+
+
 def _as_numpy(y_hat: Any) -> np.ndarray:
     if isinstance(y_hat, Tensor) and not y_hat.is_complex():
         return y_hat.detach().to("cpu", torch.float64).numpy()
-    if not isinstance(y_hat, Tensor) and not np.iscomplexobj(y_hat):
+    # None would become a NaN scalar
+    if not isinstance(y_hat, Tensor) and y_hat is not None and not np.iscomplexobj(y_hat):
         try:
             return np.asarray(y_hat, dtype=np.float64)
         except (TypeError, ValueError):
@@ -188,6 +199,7 @@ class Task:
         raise NotImplementedError
 
     def _check(self, y_hat: Any, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        batch = _check_batch(batch)
         y_hat = _as_numpy(y_hat)
         y = batch.y.detach().cpu().double().numpy()
         mask = batch.mask.detach().cpu().numpy().astype(bool)
@@ -209,6 +221,8 @@ class Task:
             a float for ``[B, L, O]``, a numpy array ``[V]`` for ``[V, B, L, O]``.
 
         Raises:
+            TypeError: ``y_hat`` is not a real torch tensor or numpy array, or ``batch`` is not
+                a ``Batch``.
             ValueError: a shape mismatch, a mask that selects nothing, or a target without
                 variance over the masked entries (FVU is then undefined).
         """
@@ -486,10 +500,16 @@ def plot_trials(
 
     Returns:
         the path written.
+
+    Raises:
+        TypeError: ``batch`` is not a ``Batch``, or ``y_hat`` is not a real torch tensor or
+            numpy array.
+        ValueError: ``y_hat`` does not have the shape of ``batch.y``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    batch = _check_batch(batch)
     x, y = batch.x.cpu().numpy(), batch.y.cpu().numpy()
     mask = batch.mask.cpu().numpy()
     out = None if y_hat is None else _as_numpy(y_hat)

@@ -146,3 +146,49 @@ def test_save_checkpoint_metadata_conversion(tmp_path):
     assert meta["nested"] == {"flag": True, "values": [1, [2.0]]}
     with pytest.raises(TypeError, match=r"checkpoint metadata 'nested.inner\[1\]' must be"):
         save_checkpoint(TanhRNN(2, 4, 1), tmp_path / "x.safetensors", nested={"inner": [1, {2}]})
+
+
+def test_save_checkpoint_path_errors(tmp_path):
+    model = TanhRNN(2, 4, 1)
+    nowhere = tmp_path / "nowhere" / "m.safetensors"
+    with pytest.raises(ValueError, match=r"m.safetensors: the directory .*nowhere does not exist"):
+        save_checkpoint(model, nowhere)
+    with pytest.raises(ValueError, match=f"checkpoint {tmp_path}: is a directory"):
+        save_checkpoint(model, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("construction,bias", [("dense", True), ("cayley", False)])
+def test_checkpoint_keeps_float64(tmp_path, construction, bias):
+    model = TanhRNN(3, 7, 2, construction, bias=bias, seed=1).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-12 * torch.randn_like(p))
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+
+    loaded, _ = load_checkpoint(path)
+
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}
+    for (k, v), (k2, v2) in zip(
+        loaded.state_dict().items(), model.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(v, v2)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_save_checkpoint_refuses_mixed_dtypes(tmp_path):
+    model = TanhRNN(2, 4, 1)
+    model.weight_hy = torch.nn.Parameter(model.weight_hy.double())
+    with pytest.raises(TypeError, match="must share one dtype.* got torch.float32, torch.float64"):
+        save_checkpoint(model, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_checkpoint_refuses_integer_tensors(tmp_path):
+    tensors = {k: v.to(torch.int64) for k, v in TanhRNN(3, 8, 2).state_dict().items()}
+    path = _with_header(tmp_path, "ints.safetensors", TanhRNN(3, 8, 2).config, tensors=tensors)
+    with pytest.raises(
+        ValueError, match="ints.safetensors: .*must be floating point, got torch.int64"
+    ):
+        load_checkpoint(path)

@@ -196,3 +196,22 @@ def test_forward_errors():
         model(np.zeros((2, 4, 3)))
     with pytest.raises(ValueError, match=r"x must have shape \[B, L, 3\], got \[2, 4, 5\]"):
         model(torch.zeros(2, 4, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128, torch.int64, torch.bool])
+def test_forward_refuses_inputs_that_are_not_real_floating_point(dtype):
+    model = TanhRNN(3, 8, 2)
+    x = torch.ones(2, 4, 3, dtype=dtype)
+    with pytest.raises(
+        TypeError, match=f"x must be a real floating-point tensor, got dtype {dtype}"
+    ):
+        model(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_forward_casts_real_floating_inputs_to_the_parameters_dtype(dtype):
+    model = TanhRNN(3, 8, 2)
+    x = torch.randn(2, 4, 3).to(dtype)
+    y = model(x)
+    assert y.dtype == torch.float32
+    assert torch.equal(y, model(x.float()))

@@ -381,3 +381,10 @@ def test_rollout_refuses_none_for_required_arguments(missing):
     args[missing] = None
     with pytest.raises(TypeError, match=f"{missing}: expected a torch.Tensor, got NoneType"):
         rollout(**args)
+
+
+@pytest.mark.parametrize("flag", ["no", 1, 0, None, np.bool_(True), torch.tensor(True)])
+def test_rollout_return_hidden_must_be_a_bool(flag):
+    (W_hh, W_xh, W_hy, x), _ = make_problem(2, 3, 4, 5)
+    with pytest.raises(TypeError, match="return_hidden: expected True or False, got"):
+        rollout(W_hh, W_xh, W_hy, x, return_hidden=flag)

@@ -227,6 +227,16 @@ def test_ordered_schur_torch_in_torch_out():
     assert np.array_equal(F.T.numpy(), from_numpy.T)
 
 
+@pytest.mark.parametrize("dtype", [">f8", ">f4", "<f8"])
+def test_ordered_schur_takes_either_byte_order(dtype):
+    W = np.stack([make_matrix("gaussian", 9, seed=k)[0] for k in range(3)]).astype(dtype)
+    native = W.astype(W.dtype.newbyteorder("="))
+    F, G = schurfast.ordered_schur(W), schurfast.ordered_schur(native)
+    for name in ("Q", "T", "eigenvalues", "moduli", "block_sizes", "status"):
+        assert np.array_equal(getattr(F, name), getattr(G, name)), name
+    assert F.dtype == G.dtype == native.dtype and F.dtype.isnative
+
+
 def test_ordered_schur_huge_entries():
     W = 1e307 * np.random.default_rng(0).standard_normal((3, 20, 20))
     with np.errstate(over="ignore"):
@@ -253,6 +263,10 @@ def test_ordered_schur_errors(monkeypatch):
         schurfast.ordered_schur(np.eye(3, dtype=np.complex128))
     with pytest.raises(TypeError, match="int64"):
         schurfast.ordered_schur(np.eye(3, dtype=np.int64))
+    with pytest.raises(TypeError, match="float32 or float64 array, got >i8"):
+        schurfast.ordered_schur(np.eye(3, dtype=">i8"))
+    with pytest.raises(TypeError, match="float32 or float64 array, got float16"):
+        schurfast.ordered_schur(np.eye(3, dtype=np.float16))
     with pytest.raises(TypeError, match="complex64"):
         schurfast.ordered_schur(torch.eye(3, dtype=torch.complex64))
     with pytest.raises(ValueError, match=r"got shape \[4\]"):

@@ -212,3 +212,23 @@ def test_copy_accuracy_of_nan_predictions_is_nan_per_variant():
     assert task.metric(outside, batch) == 1.0
     values = task.metric(torch.stack([batch.y, poisoned, -batch.y]), batch)
     assert values[0] == 1.0 and np.isnan(values[1]) and values[2] == 0.0
+
+
+@pytest.mark.parametrize("name", ["copy", "sine"])
+def test_metric_argument_type_errors(name, tmp_path):
+    task = make_task(name)
+    batch = task.sample(2, seed=0)
+    with pytest.raises(TypeError, match=r"batch must be a Batch \(from task.sample\), got tuple"):
+        task.metric(batch.y, (1, 2, 3))
+    with pytest.raises(TypeError, match=r"batch must be a Batch .*got tuple"):
+        task.fvu(batch.y, tuple(batch))
+    with pytest.raises(TypeError, match=r"batch.y must be a torch tensor, got ndarray"):
+        task.metric(batch.y, batch._replace(y=batch.y.numpy()))
+    with pytest.raises(TypeError, match=r"batch must be a Batch .*got NoneType"):
+        plot_trials(task, None, tmp_path / "x.png")
+    for call in (task.metric, task.fvu):
+        with pytest.raises(
+            TypeError, match="y_hat must be a real torch tensor or numpy array, got NoneType"
+        ):
+            call(None, batch)
+    assert list(tmp_path.iterdir()) == []
