@@ -5,12 +5,13 @@
 from a zero state: every weight carries a leading seed axis ``S`` and every seed has its own
 inputs ``x [S, B, L, I]``.
 
-On CPU tensors the forward pass is the fused rollout kernel of the compiled core and the
-backward pass its hand-written backpropagation through time, both on as many OpenMP threads as
-``torch.get_num_threads()`` over (seed, batch tile) work items. The kernel returns the gradient
-with respect to every pre-activation; each weight gradient is then one product over all rows
-and steps of a seed. Elsewhere, the rollout is a torch loop over time differentiated by
-autograd.
+On CPU tensors, where the CPU has AVX2 and FMA, the forward pass is the fused rollout kernel
+of the compiled core and the backward pass its hand-written backpropagation through time, both
+on as many OpenMP threads as ``torch.get_num_threads()`` over (seed, batch tile) work items.
+The kernel returns the gradient with respect to every pre-activation; each weight gradient is
+then one product over all rows and steps of a seed. Elsewhere (and on CPUs without AVX2, where
+the kernel's portable loop is slower than torch's products), the rollout is a torch loop over
+time differentiated by autograd.
 """
 
 from __future__ import annotations
@@ -21,15 +22,32 @@ from torch.autograd.function import once_differentiable
 
 
 def seed_rollout(
-    W_hh: Tensor, W_xh: Tensor, W_hy: Tensor, x: Tensor, b: Tensor | None, c: Tensor | None
+    W_hh: Tensor,
+    W_xh: Tensor,
+    W_hy: Tensor,
+    x: Tensor,
+    b: Tensor | None,
+    c: Tensor | None,
+    *,
+    fused: bool | None = None,
 ) -> Tensor:
     """``y [S, B, L, O]`` from ``W_hh [S, H, H]``, ``W_xh [S, H, I]``, ``W_hy [S, O, H]``,
-    ``x [S, B, L, I]`` and optional biases ``b [S, H]``, ``c [S, O]``; differentiable."""
+    ``x [S, B, L, I]`` and optional biases ``b [S, H]``, ``c [S, O]``; differentiable.
+
+    ``fused`` picks the compiled kernels (True) or the torch loop (False); by default the
+    kernels run where they are faster: on CPU tensors of one float dtype, on a CPU with AVX2.
+    """
     tensors = [t for t in (W_hh, W_xh, W_hy, x, b, c) if t is not None]
-    fused = all(t.device.type == "cpu" and t.dtype == x.dtype for t in tensors) and x.dtype in (
+    fits = all(t.device.type == "cpu" and t.dtype == x.dtype for t in tensors) and x.dtype in (
         torch.float32,
         torch.float64,
     )
+    if fused is None:
+        from schurfast import _core
+
+        fused = fits and _core.rollout_cpu_vectorized()
+    elif fused and not fits:
+        raise ValueError("the fused seed rollout needs CPU tensors of one dtype, float32 or 64")
     if not fused:
         return seed_rollout_loop(W_hh, W_xh, W_hy, x, b, c)
     y = _FusedSeedRollout.apply(W_hh, W_xh, W_hy, x, b)

@@ -13,8 +13,10 @@ Backends:
   do not depend on how variants and batch rows are split across calls, bit for bit.
 - ``"triton"``: the fused Triton kernel for CUDA tensors (``schurfast.kernels.rollout_triton``),
   float32 only, exact IEEE float32 products unless ``allow_tf32`` is passed to it directly.
-- ``"auto"``: ``"cpu"`` for CPU tensors, ``"triton"`` for CUDA tensors when Triton imports,
-  ``"reference"`` otherwise, and ``"reference"`` whenever a gradient is needed.
+- ``"auto"``: ``"cpu"`` for CPU tensors where the CPU has AVX2 and FMA (without them the
+  kernel's portable loop is slower than torch's own products), ``"triton"`` for CUDA tensors
+  when Triton imports, ``"reference"`` otherwise, and ``"reference"`` whenever a gradient is
+  needed.
 
 Limitations: the fused backends are not differentiable; the Triton backend computes in
 float32 only (float64 CUDA tensors go to the reference loop under ``"auto"``).
@@ -247,7 +249,9 @@ def _resolve_backend(backend: str, tensors: list[Tensor]) -> str:
         if needs_grad:
             return "reference"
         if device.type == "cpu":
-            return "cpu"
+            from schurfast import _core
+
+            return "cpu" if _core.rollout_cpu_vectorized() else "reference"
         if device.type == "cuda" and tensors[0].dtype == torch.float32 and _triton_available():
             return "triton"
         return "reference"

@@ -1,6 +1,7 @@
 # ruff: noqa: E741  (I and O are the input and output sizes of the method's notation)
 """The training rollout: fused CPU forward and backward against the torch autograd loop."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -11,6 +12,9 @@ import torch
 
 from schurfast import _core
 from schurfast._seed_rollout import seed_rollout, seed_rollout_loop
+
+# the compiled kernels, whichever path the default would take on this CPU
+fused_rollout = functools.partial(seed_rollout, fused=True)
 
 # S, B, L, H, I, O, bias: odd sizes that leave partial SIMD panels and micro-kernel rows
 SHAPES = [
@@ -52,7 +56,7 @@ def test_fused_forward_and_gradients_match_autograd_loop(shape, dtype, rtol):
     S, B, L, _, _, O, _ = shape
     grad_y = torch.randn(S, B, L, O, generator=torch.Generator().manual_seed(1)).to(dtype)
 
-    fused = _value_and_grads(seed_rollout, args, grad_y)
+    fused = _value_and_grads(fused_rollout, args, grad_y)
     loop = _value_and_grads(seed_rollout_loop, args, grad_y)
     names = ["y", "W_hh", "W_xh", "W_hy", "x", "b", "c"][: len(fused)]
     for name, a, b in zip(names, fused, loop, strict=True):
@@ -62,13 +66,13 @@ def test_fused_forward_and_gradients_match_autograd_loop(shape, dtype, rtol):
 
 def test_fused_gradients_pass_gradcheck():
     args = [a.requires_grad_() for a in _problem(2, 3, 4, 5, 2, 3, True, torch.float64)]
-    assert torch.autograd.gradcheck(seed_rollout, args)
+    assert torch.autograd.gradcheck(fused_rollout, args)
 
 
 def test_only_needed_gradients_are_formed():
     W_hh, W_xh, W_hy, x, _, _ = _problem(2, 3, 4, 5, 2, 3, False, torch.float64)
     W_hh.requires_grad_()
-    y = seed_rollout(W_hh, W_xh, W_hy, x, None, None)
+    y = fused_rollout(W_hh, W_xh, W_hy, x, None, None)
     (grad,) = torch.autograd.grad(y.sum(), [W_hh])
     assert grad.shape == W_hh.shape and torch.isfinite(grad).all()
 
@@ -104,7 +108,7 @@ def test_a_non_finite_gradient_stays_in_its_seed():
     args = _problem(3, 4, 6, 9, 2, 2, True, torch.float32)
     grad_y = torch.ones(3, 4, 6, 2)
     grad_y[1, 2, 3, 0] = float("nan")
-    W_hh, W_xh, W_hy, x, b, c = _value_and_grads(seed_rollout, args, grad_y)[1:]
+    W_hh, W_xh, W_hy, x, b, c = _value_and_grads(fused_rollout, args, grad_y)[1:]
     for grad in (W_hh, W_xh, W_hy, b, c):
         assert torch.isfinite(grad[[0, 2]]).all()
         assert not torch.isfinite(grad[1]).all()
@@ -113,6 +117,8 @@ def test_a_non_finite_gradient_stays_in_its_seed():
 def test_dtypes_the_kernel_lacks_use_the_loop():
     args = [a.to(torch.bfloat16) for a in _problem(2, 3, 4, 5, 2, 3, True, torch.float64)]
     assert torch.equal(seed_rollout(*args), seed_rollout_loop(*args))
+    with pytest.raises(ValueError, match="needs CPU tensors of one dtype"):
+        seed_rollout(*args, fused=True)
 
 
 @pytest.mark.parametrize(
@@ -144,9 +150,12 @@ PORTABLE_CHECK = """
 import torch
 import schurfast
 from schurfast import _core
-from schurfast._seed_rollout import seed_rollout, seed_rollout_loop
+from schurfast._seed_rollout import seed_rollout
 
 assert not _core.rollout_cpu_vectorized()
+# without AVX2 the torch paths are faster, so they are the default
+from schurfast.rollout import _resolve_backend
+assert _resolve_backend("auto", [torch.zeros(1)]) == "reference"
 gen = torch.Generator().manual_seed(0)
 for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
     S, B, L, H, I, O = 2, 7, 5, 19, 3, 2
@@ -154,9 +163,9 @@ for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
             ((S, H, H), (S, H, I), (S, O, H), (S, B, L, I), (S, H), (S, O))]
     args[0] /= H**0.5
     outs = []
-    for fn in (seed_rollout, seed_rollout_loop):
+    for fused in (True, False):
         leaves = [a.clone().requires_grad_() for a in args]
-        y = fn(*leaves)
+        y = seed_rollout(*leaves, fused=fused)
         outs.append([y, *torch.autograd.grad(y.square().sum(), leaves)])
     for a, b in zip(*outs):
         assert (a - b).abs().max() <= tol * b.abs().max(), (dtype, (a - b).abs().max())
