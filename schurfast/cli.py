@@ -181,11 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a user mistake: one line, no traceback
         print(f"schurfast {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except (TrainingError, SchurError) as err:
+    except (TrainingError, SchurError, MemoryError) as err:
         if os.environ.get("SCHURFAST_DEBUG"):
             raise
         # the computation failed; what finished before stays in the output directory
-        print(f"schurfast {args.command}: failed: {err}", file=sys.stderr)
+        what = "out of memory: " if isinstance(err, MemoryError) else ""
+        print(f"schurfast {args.command}: failed: {what}{err}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -232,6 +233,15 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     for key in (*optional, "train_threads"):
         if getattr(cfg, key) is not None:
             _check_int(getattr(cfg, key), key)
+    # the normal construction pairs hidden units into 2 x 2 blocks
+    if cfg.init == "normal" and cfg.hidden_size % 2 and set(cfg.tasks) - {"copy"}:
+        raise ValueError(f"init 'normal' needs an even hidden_size, got {cfg.hidden_size}")
+    if "copy" in cfg.tasks and "dense-normal" in cfg.copy_constructions:
+        if cfg.copy_hidden_size % 2:
+            raise ValueError(
+                f"the copy construction dense-normal needs an even copy_hidden_size, got "
+                f"{cfg.copy_hidden_size}"
+            )
     _check_float(cfg.lr, "lr", 0.0, low_open=True)
     for key in ("copy_target", "copy_warmup_target", "copy_solved"):
         if getattr(cfg, key) is not None:
@@ -330,6 +340,8 @@ def check_writable(out: str | os.PathLike) -> Path:
     Raises:
         ValueError: ``out`` is a file, or cannot be created or written.
     """
+    if not str(out).strip():
+        raise ValueError("output directory must be a path, got an empty one")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output directory {str(out)!r} exists and is not a directory")
@@ -345,32 +357,52 @@ def check_writable(out: str | os.PathLike) -> Path:
     return out
 
 
-def _refuse_other_results(out: Path, command: str, checkpoint_sha256: str | None = None) -> None:
-    """Refuse to write over the tables of another kind of run, or of another ablated model.
+OWNER_FILE = "owner.json"
 
-    ``run`` may continue any run of its own in ``out`` (a changed option recomputes what
-    depends on it); ``ablate`` only its own ablation of the same model file.
+
+def _claim(out: Path, command: str, model_sha256: str | None = None) -> None:
+    """Record in ``out`` which command writes there, and refuse a directory another one owns.
+
+    ``run`` continues any run of its own (a changed option recomputes what depends on it);
+    ``ablate`` only its own ablation of the same model. The claim is written before the first
+    unit, so an interrupted command is recognised when it is run again.
     """
-    if not (out / "results.parquet").exists():
-        return
+    owner = {"command": command}
+    if command == "ablate":
+        owner["model_sha256"] = model_sha256
+    path = out / OWNER_FILE
     try:
-        manifest = json.loads((out / "manifest.json").read_text())
-        name = manifest["config"]["name"]
-        hashes = set(manifest["checkpoints"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        name, hashes = None, set()
-    if command == "run" and name != "ablate":
+        found = json.loads(path.read_text()) if path.is_file() else _owner_from_tables(out)
+    except (OSError, ValueError):
+        found = {"command": f"unknown (an unreadable {OWNER_FILE})"}
+    if found is None:
+        write_text(path, json.dumps(owner) + "\n")
         return
-    if command == "ablate" and name == "ablate" and hashes == {checkpoint_sha256}:
+    if found == owner:
         return
-    held = {
-        None: "results of an unknown run (no readable manifest.json)",
-        "ablate": "the ablation of another model" if command == "ablate" else "an ablation",
-    }.get(name, f"the results of `schurfast run` (config {name!r})")
+    if not isinstance(found, dict):
+        found = {"command": f"unknown (a {OWNER_FILE} that is not a JSON object)"}
+    if found.get("command") == "ablate" and command == "ablate":
+        held = f"the ablation of another model (sha256 {str(found.get('model_sha256'))[:12]})"
+    elif found.get("command") in ("run", "ablate"):
+        held = f"the files of `schurfast {found['command']}`"
+    else:
+        held = f"the files of an {found.get('command', 'unknown command')}"
     raise ValueError(
         f"output directory {str(out)!r} holds {held}; {command} would replace its tables: "
         "choose another directory"
     )
+
+
+def _owner_from_tables(out: Path) -> dict[str, Any] | None:
+    # a directory written before owner files existed: ablate's model table names its source
+    try:
+        models = pd.read_parquet(out / "models.parquet")
+    except (OSError, ValueError):
+        return None
+    if "source" not in models.columns:
+        return {"command": "run"}
+    return {"command": "ablate", "model_sha256": str(models["checkpoint_sha256"].iloc[0])}
 
 
 def _digest(obj: Any) -> str:
@@ -402,11 +434,22 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
     _atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
-def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named arrays of an ``.npz`` file; KeyError names the first one missing."""
+def _read_npz(path: Path, expected: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, Any]:
+    """The named arrays of an ``.npz`` file, each checked against ``(shape, dtype kinds)``.
+
+    Raises:
+        KeyError: an array is missing. ValueError: one has another shape or kind of dtype.
+    """
     # opened here, so that a damaged archive does not leave the file open
     with open(path, "rb") as f, np.load(f) as z:
-        return {k: z[k] for k in keys}
+        arrays = {k: z[k] for k in expected}
+    for key, (shape, kinds) in expected.items():
+        a = arrays[key]
+        if a.shape != shape or a.dtype.kind not in kinds:
+            raise ValueError(
+                f"{key} is {a.dtype} {list(a.shape)}, expected {list(shape)} of kind {kinds!r}"
+            )
+    return arrays
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -441,6 +484,8 @@ class _Units:
         if not path.exists():
             return None
         try:
+            if not path.is_file():
+                raise IsADirectoryError(f"{path.name} is not a file")
             return reader(path)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
             aside = path.with_name(path.name + ".unreadable")
@@ -516,7 +561,10 @@ def _train_models(cfg, specs, tasks, units, progress):
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault((spec.task, spec.construction, spec.init, spec.hidden_size), []).append(i)
-    stored = {path: units.read(path, load_checkpoint) for path in paths}
+    stored = {
+        path: units.read(path, _checkpoint_unit(key, required=True))
+        for path, key in zip(paths, keys, strict=True)
+    }
     missing = [m for m in groups.values() if any(stored[paths[i]] is None for i in m)]
     for path in paths:
         if stored[path] is not None:
@@ -612,7 +660,9 @@ def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
             units.path("warmup", f"{s.name}_{_digest(k)}.safetensors")
             for s, k in zip(specs, warm_keys, strict=True)
         ]
-        if all([units.read(p, load_checkpoint) is not None for p in warm_paths]):
+        # warm-ups stored before they recorded their key are trusted by their file name
+        warm_units = [_checkpoint_unit(k, required=False) for k in warm_keys]
+        if all([units.read(p, r) is not None for p, r in zip(warm_paths, warm_units, strict=True)]):
             for _ in warm_paths:
                 units.reuse("warmup")
         else:
@@ -620,12 +670,27 @@ def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
             params["metric_steps"] = warm["replay_steps"]
             short = make_task(task.name, **params)
             trained = train(short, target=warm["target"], max_steps=warm["max_steps"], **common)
-            _store(trained, warm_paths, units, "warmup", save_checkpoint)
+            _store(trained, warm_paths, units, "warmup", save_checkpoint, warm_keys)
         start = [load_checkpoint(p)[0] for p in warm_paths]
 
     extra = {} if start is None else {"init_from": start}
     trained = train(task, target=key["target"], max_steps=key["max_steps"], **common, **extra)
     _store(trained, paths, units, "models", save_checkpoint, keys)
+
+
+def _checkpoint_unit(key: dict[str, Any], *, required: bool) -> Callable[[Path], Any]:
+    """A reader of a stored checkpoint that refuses one trained under another key."""
+    from schurfast.checkpoints import load_checkpoint
+
+    expected = json.loads(json.dumps(key))
+
+    def read(path: Path) -> tuple[Any, dict[str, Any]]:
+        model, meta = load_checkpoint(path)
+        if (required or "config" in meta) and meta.get("config") != expected:
+            raise ValueError("its stored configuration is not the one its name stands for")
+        return model, meta
+
+    return read
 
 
 def _store(models, paths, units, kind, save_checkpoint, keys=None) -> None:
@@ -651,8 +716,14 @@ def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):
     table_path = var_path.with_suffix(".parquet")
 
     F = None
-    spectrum_keys = ("eigenvalues", "moduli", "block_sizes", "refused", "status")
-    spectrum = units.read(schur_path, lambda p: _read_npz(p, spectrum_keys))
+    M = W_hh.shape[0]
+    expected = {
+        "eigenvalues": ((M, H), "c"),
+        "moduli": ((M, H), "f"),
+        "block_sizes": ((M, H), "iu"),
+    }
+    expected |= {"refused": ((M,), "iub"), "status": ((M,), "U")}
+    spectrum = units.read(schur_path, lambda p: _read_npz(p, expected))
     if spectrum is not None:
         units.reuse("schur")
     else:
@@ -667,9 +738,11 @@ def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):
         _write_npz(schur_path, **spectrum)
         units.done("schur", schur_path)
 
-    stored = units.read(var_path, lambda p: _read_npz(p, ("W",))["W"])
     table = units.read(table_path, pd.read_parquet)
-    if stored is not None and table is not None and len(table) == len(stored):
+    stored = None
+    if table is not None:
+        stored = units.read(var_path, lambda p: _finite_variants(p, (len(table), H, H)))
+    if stored is not None:
         W = stored
         units.reuse("variants")
     else:
@@ -683,6 +756,13 @@ def _schur_group(W_hh: torch.Tensor, hashes: list[str], alphas, units: _Units):
         _write_npz(var_path, W=W)
         units.done("variants", var_path)
     return spectrum, W, table
+
+
+def _finite_variants(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    W = _read_npz(path, {"W": (shape, "f")})["W"]
+    if W.dtype != np.float64 or not np.isfinite(W).all():
+        raise ValueError(f"W must hold finite float64 numbers, got {W.dtype}")
+    return W
 
 
 @dataclass(frozen=True)
@@ -777,8 +857,10 @@ def _evaluate_model(weights, rows, W_var, task, batch, sha, cfg, units, bar):
         key = _digest({**eval_cfg, "variants": desc})
         path = units.path("eval", f"{task.name}_{sha[:12]}_{key}.npz")
 
-        stored = units.read(path, lambda p: _read_npz(p, ("metric", "fvu")))
-        if stored is not None and all(len(v) == stop - start for v in stored.values()):
+        n = stop - start
+        expected = {"metric": ((n,), "f"), "fvu": ((n,), "f")}
+        stored = units.read(path, functools.partial(_read_npz, expected=expected))
+        if stored is not None:
             m, f = stored["metric"], stored["fvu"]
             units.reuse("eval")
         else:
@@ -869,7 +951,7 @@ def run(
     """
     cfg = resolve_config(preset, **overrides)
     out = check_writable(out if out is not None else Path("runs") / cfg.name)
-    _refuse_other_results(out, "run")
+    _claim(out, "run")
     units = _Units(out, on_unit)
     specs = model_specs(cfg)
     tasks = {name: _task(name, cfg) for name in cfg.tasks}
@@ -1341,7 +1423,7 @@ def ablate_model(
     )
 
     if out is not None:
-        _refuse_other_results(out, "ablate", sha)
+        _claim(out, "ablate", sha)
     # without an output directory the units live in a scratch directory for this call only
     with tempfile.TemporaryDirectory(prefix="schurfast-ablate-") as scratch:
         where = out if out is not None else Path(scratch)

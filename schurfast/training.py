@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from schurfast._seed_rollout import seed_rollout
-from schurfast.models import TanhRNN
+from schurfast.models import DENSE_INITS, TanhRNN
 from schurfast.rollout import rollout_reference
 from schurfast.tasks import (
     HELDOUT_SEED,
@@ -128,6 +128,11 @@ def _copies(
                 f"init_from model for seed {seed} has bias={has_bias}, but bias={bias} was"
                 " asked for"
             )
+        if (model.bias_y is not None) != bias:
+            raise ValueError(
+                f"init_from model for seed {seed} has a readout bias={model.bias_y is not None},"
+                f" but bias={bias} was asked for"
+            )
         wrong = {k: v.dtype for k, v in model.state_dict().items() if v.dtype != torch.float32}
         if wrong:
             name, dtype = next(iter(wrong.items()))
@@ -135,6 +140,10 @@ def _copies(
                 f"init_from model for seed {seed} holds {name} as {dtype}; training runs in"
                 " float32 (model.float())"
             )
+    for seed, model in zip(seeds, init_from, strict=True):
+        bad = [k for k, v in model.state_dict().items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"init_from model for seed {seed} holds NaN or Inf in {bad[0]}")
     inits = sorted({m.init for m in init_from})
     if len(inits) > 1:
         raise ValueError(f"init_from models must share one init, got {inits}")
@@ -301,6 +310,8 @@ def train(
     if not isinstance(quiet, bool):
         raise TypeError(f"quiet must be True or False, got {type(quiet).__name__} {quiet!r}")
     device = _check_device(device)
+    if construction == "dense" and init not in DENSE_INITS:
+        raise ValueError(f"init must be one of {', '.join(DENSE_INITS)}, got {init!r}")
     if init_from is not None:
         # continuing models keep the initialization they were made with
         init_from = _copies(init_from, seeds, sizes, construction, bias)
@@ -382,8 +393,15 @@ def train(
                 p.grad = None
             skipped[i] += 1
             bad_run[i] += 1
-            logger.warning(
-                "seed %d: non-finite loss or gradient at step %d", seeds[i], offset[i] + step
+            # the first skip of a seed is a warning; the rest are counted in skipped_steps
+            logger.log(
+                logging.WARNING if skipped[i] == 1 else logging.INFO,
+                "seed %d: non-finite loss or gradient at step %d, skipped%s",
+                seeds[i],
+                offset[i] + step,
+                " (later skips are counted in train_info['skipped_steps'])"
+                if skipped[i] == 1
+                else "",
             )
             if bad_run[i] >= max_bad_steps:
                 bar.close()

@@ -172,6 +172,10 @@ def test_run_rejects_unknown_preset_and_task(tmp_path, capsys):
     _fails(capsys, ["run", "--lr-schedule", "linear", "--out", str(tmp_path)], "lr_schedule")
 
 
+def test_an_empty_output_path_is_refused(capsys):
+    _fails(capsys, ["run", "--out", "", *RUN_ARGS], "output directory must be a path")
+
+
 def test_unwritable_directory_fails_before_training(tmp_path, capsys, monkeypatch):
     import schurfast.training
 
@@ -206,6 +210,7 @@ def test_run_options_are_checked_before_anything_runs(tmp_path, capsys):
         (["--tasks", "copy,copy"], "tasks must be distinct; repeated: ['copy']"),
         (["--tasks", "copy", "--copy-constructions", ",,"], "copy task needs at least one"),
         (["--lr", "nan"], "lr must be a finite number"),
+        (["--copy-hidden-size", "3", "--tasks", "copy"], "needs an even copy_hidden_size"),
     ]:
         _fails(capsys, ["run", "--out", str(out), *args], match)
     assert not out.exists()
@@ -261,9 +266,7 @@ def test_ablate_and_run_never_write_over_each_others_tables(flipflop_state, tmp_
     before = (run_dir / "results.parquet").read_bytes()
     capsys.readouterr()
     args = ["--task", "flipflop", "--controls", "1", "--heldout-size", "8"]
-    _fails(
-        capsys, ["ablate", str(path), *args, "--out", str(run_dir)], "results of `schurfast run`"
-    )
+    _fails(capsys, ["ablate", str(path), *args, "--out", str(run_dir)], "files of `schurfast run`")
     assert (run_dir / "results.parquet").read_bytes() == before
 
     assert main(["ablate", str(path), *args, "--out", str(ablate_dir)]) == 0
@@ -274,7 +277,22 @@ def test_ablate_and_run_never_write_over_each_others_tables(flipflop_state, tmp_
     state = torch.load(path, weights_only=True)
     torch.save({k: v * 0.5 for k, v in state.items()}, other)
     _fails(capsys, ["ablate", str(other), *args, "--out", str(ablate_dir)], "another model")
-    _fails(capsys, ["run", "--out", str(ablate_dir), *RUN_ARGS], "holds an ablation")
+    _fails(capsys, ["run", "--out", str(ablate_dir), *RUN_ARGS], "files of `schurfast ablate`")
+
+    # the claim is made before any unit: an interrupted run keeps its directory
+    interrupted = tmp_path / "interrupted"
+    assert main(["run", "--out", str(interrupted), *RUN_ARGS, "--device", "tpu"]) == 2
+    assert not interrupted.exists()  # a bad option claims nothing
+    interrupted.mkdir()
+    (interrupted / "owner.json").write_text('{"command": "run"}\n')
+    capsys.readouterr()
+    _fails(capsys, ["ablate", str(path), *args, "--out", str(interrupted)], "`schurfast run`")
+
+    # a directory from before owner files: its model table tells an ablation from a run
+    (ablate_dir / "owner.json").unlink()
+    (ablate_dir / "manifest.json").unlink()
+    _fails(capsys, ["run", "--out", str(ablate_dir), *RUN_ARGS], "files of `schurfast ablate`")
+    assert main(["ablate", str(path), *args, "--out", str(ablate_dir)]) == 0
 
 
 def test_ablate_names_the_tensor_that_is_wrong(flipflop_state, tmp_path, capsys):

@@ -192,21 +192,37 @@ def test_damaged_units_are_moved_aside_and_computed_again(tiny_run, tmp_path, ca
     schur.write_bytes(b"")  # empty
     variants = sorted((units / "variants").glob("H8_*.npz"))[0]
     np.savez(variants, V=np.zeros(3))  # a key missing
-    evaluated = sorted((units / "eval").glob("sine_*.npz"))[0]
-    evaluated.write_bytes(evaluated.read_bytes()[:40])  # not a zip any more
-    damaged = [model, schur, variants, evaluated]
+    evaluated = sorted((units / "eval").glob("integration_*.npz"))
+    evaluated[0].write_bytes(evaluated[0].read_bytes()[:40])  # not a zip any more
+    with np.load(evaluated[1]) as z:
+        np.savez(evaluated[1], metric=z["metric"][:1], fvu=z["fvu"][:1])  # too short
+    # a sound checkpoint of another model under this one's name
+    other = sorted((units / "models").glob("sine_*seed1_*.safetensors"))[0]
+    swapped = sorted((units / "models").glob("sine_*seed0_*.safetensors"))[0]
+    swapped.write_bytes(other.read_bytes())
+    damaged = [model, schur, variants, *evaluated[:2], swapped]
 
     res = _run(tmp_path)
     pd.testing.assert_frame_equal(res.results, tiny_run.results, check_exact=True)
     for path in damaged:
         assert path.with_name(path.name + ".unreadable").is_file()
         assert path.is_file()  # written again
-    # the group of the damaged checkpoint trains again; the intact checkpoint is kept
-    assert res.computed["models"] == 1 and res.reused["models"] == N_MODELS - 1
-    # H = 7 gets a new Schur unit, as its rewritten checkpoint has another hash
+    # the groups of the damaged checkpoints train again; their intact checkpoints are kept
+    assert res.computed["models"] == 2 and res.reused["models"] == N_MODELS - 2
+    # H = 7 gets a new Schur unit, as its rewritten checkpoints have other hashes
     assert res.computed["schur"] == 2 and res.computed["eval"] >= 2
     moved = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
     assert len(moved) == len(damaged)
+
+
+def test_odd_widths_for_the_normal_construction_are_refused_up_front():
+    with pytest.raises(ValueError, match="dense-normal needs an even copy_hidden_size, got 3"):
+        protocol.resolve_config("quick", tasks=("copy",), copy_hidden_size=3)
+    with pytest.raises(ValueError, match="init 'normal' needs an even hidden_size, got 5"):
+        protocol.resolve_config("quick", tasks=("sine",), init="normal", hidden_size=5)
+    cfg = protocol.resolve_config("quick", tasks=("copy",), copy_hidden_size=3,
+                                  copy_constructions=("cayley",))  # fmt: skip
+    assert cfg.copy_hidden_size == 3
 
 
 def test_copy_warmup_is_a_unit_of_its_own(tmp_path):

@@ -106,12 +106,16 @@ def test_non_finite_steps_are_skipped_per_seed():
     assert not torch.allclose(poisoned[1].W_hh, clean[1].W_hh, atol=1e-6)
 
 
-def test_an_epoch_of_skipped_steps_is_logged_not_fatal():
+def test_an_epoch_of_skipped_steps_is_logged_not_fatal(caplog):
     task = PoisonedFlipFlop({(1, k) for k in range(4)})
-    models = train(task, seeds=(0, 1), max_bad_steps=5, **SMALL)
+    with caplog.at_level(logging.INFO, logger="schurfast.training"):
+        models = train(task, seeds=(0, 1), max_bad_steps=5, **SMALL)
 
     assert [m.train_info["skipped_steps"] for m in models] == [0, 4]
     assert np.isfinite(models[1].train_info["final_loss"])
+    # one warning for the seed; its later skips are counted, and logged at INFO
+    skips = [r for r in caplog.records if "non-finite loss or gradient" in r.getMessage()]
+    assert [r.levelno for r in skips] == [logging.WARNING] + [logging.INFO] * 3
 
 
 def test_consecutive_non_finite_steps_raise_naming_seed_and_step():
@@ -214,6 +218,7 @@ def _no_model_building(monkeypatch):
         (dict(max_bad_steps=1.5), TypeError, "max_bad_steps must be a positive int"),
         (dict(bias="yes"), TypeError, "bias must be True or False"),
         (dict(quiet="no"), TypeError, "quiet must be True or False, got str"),
+        (dict(init="xavier"), ValueError, "init must be one of default, orthogonal, normal"),
         (dict(device="tpu"), ValueError, r"device must be 'cpu' or 'cuda\[:N\]', got 'tpu'"),
         (dict(device="meta"), ValueError, "device must be 'cpu' or 'cuda"),
         (dict(device=None), TypeError, "device must be a str or torch.device, got NoneType"),
@@ -238,6 +243,15 @@ def test_init_from_models_must_match_the_run():
     for models in ([plain, biased], [biased, plain]):
         with pytest.raises(ValueError, match="has bias=(True|False), but bias=False"):
             train(task, seeds=(0, 1), init_from=models, **SMALL)
+    readout_only = TanhRNN(3, 7, 3, seed=0)
+    readout_only.bias_y = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="has a readout bias=True, but bias=False"):
+        train(task, seeds=(0,), init_from=[readout_only], **SMALL)
+    broken = TanhRNN(3, 7, 3, seed=0)
+    with torch.no_grad():
+        broken.weight_hy[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="seed 0 holds NaN or Inf in weight_hy"):
+        train(task, seeds=(0,), init_from=[broken], **SMALL)
     with pytest.raises(ValueError, match="holds weight_hh as torch.float64.*model.float"):
         train(task, seeds=(0,), init_from=[TanhRNN(3, 7, 3).double()], **SMALL)
     mixed = [TanhRNN(3, 8, 3, init="normal" if s else "default", seed=s) for s in (0, 2)]
