@@ -180,6 +180,7 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
         TypeError: a value of the wrong type (a float where a count is expected, ...).
     """
     from schurfast.tasks import TASKS, _check_float, _check_int
+    from schurfast.training import LR_SCHEDULES, _check_device, _check_seeds
 
     if isinstance(preset, ProtocolConfig):
         cfg = preset
@@ -212,11 +213,7 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
         raise ValueError(f"the copy task needs at least one of {list(COPY_CONSTRUCTIONS)}")
     if cfg.init not in DENSE_INITS:
         raise ValueError(f"init must be one of {list(DENSE_INITS)}, got {cfg.init!r}")
-    if not cfg.seeds:
-        raise ValueError("seeds must hold at least one seed, got none")
-    for k, seed in enumerate(cfg.seeds):
-        _check_int(seed, f"seeds[{k}]", 0, 2**64 - 1)
-    _check_distinct(cfg.seeds, "seeds")
+    _check_seeds(cfg.seeds)  # as train checks them
     if not cfg.alphas:
         raise ValueError("alphas must hold at least one threshold, got none")
     for k, alpha in enumerate(cfg.alphas):
@@ -246,8 +243,6 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
     for key in ("copy_target", "copy_warmup_target", "copy_solved"):
         if getattr(cfg, key) is not None:
             _check_float(getattr(cfg, key), key, 0.0, 1.0)
-    from schurfast.training import LR_SCHEDULES
-
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(
             f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}"
@@ -264,7 +259,7 @@ def resolve_config(preset: str | ProtocolConfig = "quick", **overrides: Any) -> 
         _task(name, cfg)  # the task's own checks of its parameters
     if not isinstance(cfg.device, str):
         raise TypeError(f"device must be a str, 'cpu' or 'cuda', got {type(cfg.device).__name__}")
-    _check_device(cfg.device)
+    _check_device(cfg.device)  # as train checks it
     _check_backend(cfg.backend, cfg.device)
     return cfg
 
@@ -306,19 +301,9 @@ def _split_construction(label: str) -> tuple[str, str | None]:
     return construction, init
 
 
-def _check_device(device: str) -> None:
-    if device == "cpu":
-        return
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-        return
-    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
-
-
 def _check_backend(backend: str, device: str) -> None:
     # the same rules as schurfast.rollout applies at the first evaluation, checked before training
-    from schurfast.rollout import BACKENDS
+    from schurfast.rollout import BACKENDS, _triton_interpreted
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
@@ -326,8 +311,7 @@ def _check_backend(backend: str, device: str) -> None:
     if backend == "cpu" and on_cuda:
         raise ValueError(f"backend 'cpu' needs device 'cpu', got {device!r}")
     if backend == "triton" and not on_cuda:
-        interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-        if not interpret:
+        if not _triton_interpreted():
             raise ValueError(
                 f"backend 'triton' needs device 'cuda' (or TRITON_INTERPRET=1 on a CPU), "
                 f"got {device!r}"
@@ -662,16 +646,18 @@ def _train_group(cfg, specs, keys, paths, task, units, progress) -> None:
         ]
         # warm-ups stored before they recorded their key are trusted by their file name
         warm_units = [_checkpoint_unit(k, required=False) for k in warm_keys]
-        if all([units.read(p, r) is not None for p, r in zip(warm_paths, warm_units, strict=True)]):
+        stored = [units.read(p, r) for p, r in zip(warm_paths, warm_units, strict=True)]
+        if all(unit is not None for unit in stored):
             for _ in warm_paths:
                 units.reuse("warmup")
+            start = [model for model, _ in stored]
         else:
             params = {**task.params, "replay_steps": warm["replay_steps"]}
             params["metric_steps"] = warm["replay_steps"]
             short = make_task(task.name, **params)
             trained = train(short, target=warm["target"], max_steps=warm["max_steps"], **common)
             _store(trained, warm_paths, units, "warmup", save_checkpoint, warm_keys)
-        start = [load_checkpoint(p)[0] for p in warm_paths]
+            start = [load_checkpoint(p)[0] for p in warm_paths]
 
     extra = {} if start is None else {"init_from": start}
     trained = train(task, target=key["target"], max_steps=key["max_steps"], **common, **extra)

@@ -266,8 +266,7 @@ def _resolve_backend(backend: str, tensors: list[Tensor]) -> str:
     if backend == "triton":
         if not _triton_available():
             raise ValueError("backend 'triton' needs the triton package, which does not import")
-        interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-        if device.type != "cuda" and not (interpret and device.type == "cpu"):
+        if device.type != "cuda" and not (_triton_interpreted() and device.type == "cpu"):
             raise ValueError(
                 f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU), "
                 f"got device {device}"
@@ -278,6 +277,11 @@ def _resolve_backend(backend: str, tensors: list[Tensor]) -> str:
                 "use backend='reference' for float64"
             )
     return backend
+
+
+def _triton_interpreted() -> bool:
+    """Whether Triton runs its kernels in its interpreter, on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _triton_available() -> bool:

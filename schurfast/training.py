@@ -133,17 +133,14 @@ def _copies(
                 f"init_from model for seed {seed} has a readout bias={model.bias_y is not None},"
                 f" but bias={bias} was asked for"
             )
-        wrong = {k: v.dtype for k, v in model.state_dict().items() if v.dtype != torch.float32}
-        if wrong:
-            name, dtype = next(iter(wrong.items()))
-            raise ValueError(
-                f"init_from model for seed {seed} holds {name} as {dtype}; training runs in"
-                " float32 (model.float())"
-            )
-    for seed, model in zip(seeds, init_from, strict=True):
-        bad = [k for k, v in model.state_dict().items() if not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"init_from model for seed {seed} holds NaN or Inf in {bad[0]}")
+        for name, tensor in model.state_dict().items():
+            if tensor.dtype != torch.float32:
+                raise ValueError(
+                    f"init_from model for seed {seed} holds {name} as {tensor.dtype}; training"
+                    " runs in float32 (model.float())"
+                )
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"init_from model for seed {seed} holds NaN or Inf in {name}")
     inits = sorted({m.init for m in init_from})
     if len(inits) > 1:
         raise ValueError(f"init_from models must share one init, got {inits}")
